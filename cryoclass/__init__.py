@@ -1,0 +1,58 @@
+"""cryoclass — cryo-EM 3D classification without alignment.
+
+Particles whose poses and CTF are known are sorted into K 3D classes by expectation maximisation
+over class volumes (CryoSPARC "3D Classification", RELION ``--skip_align``).
+
+Example
+-------
+>>> import cryoclass
+>>> ds = cryoclass.sim.simulate(n_particles=200, box=48, seed=0)      # doctest: +SKIP
+>>> job = cryoclass.Classification(ds.particles, cryoclass.ClassificationParams(
+...     n_classes=3, filter_res_A=8.0))                                   # doctest: +SKIP
+>>> result = job.run()                                                    # doctest: +SKIP
+
+Public names are imported lazily so that ``import cryoclass`` is fast and never pulls in the
+notebook stack (the engine never imports a widget library).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_LAZY = {
+    "CryoclassError": "cryoclass.errors",
+    "InputFileError": "cryoclass.errors",
+    "ParameterError": "cryoclass.errors",
+    "JobCancelled": "cryoclass.errors",
+    "Particles": "cryoclass.io.particles",
+    "read_particles": "cryoclass.io.particles",
+    "write_star": "cryoclass.io.star",
+    "write_cs": "cryoclass.io.cryosparc",
+    "read_mrc": "cryoclass.io.mrc",
+    "write_mrc": "cryoclass.io.mrc",
+    "ClassificationParams": "cryoclass.params",
+    "Classification": "cryoclass.engine.job",
+    "ClassificationResult": "cryoclass.engine.result",
+    "classify": "cryoclass.engine.job",
+}
+_SUBMODULES = {
+    "sim", "conventions", "core", "io", "engine", "events", "params", "backend", "errors",
+}
+
+__all__ = sorted(_LAZY) + sorted(_SUBMODULES) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f"cryoclass.{name}")
+    raise AttributeError(f"module 'cryoclass' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

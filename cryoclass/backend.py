@@ -1,0 +1,86 @@
+"""Array backend selection: NumPy on the CPU, CuPy on an NVIDIA GPU.
+
+The backend is chosen **per call from the input arrays** (as sigpy does), never by a global switch,
+so a notebook can mix CPU and GPU jobs. This is the only module that imports ``cupy``; it imports
+safely on machines without CuPy or without a GPU.
+
+Example
+-------
+>>> import numpy as np
+>>> from cryoclass.backend import get_array_module
+>>> get_array_module(np.zeros(3)) is np
+True
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+__all__ = ["get_array_module", "cupy_available", "to_device", "to_numpy", "get_device_module"]
+
+try:  # pragma: no cover - exercised only where CuPy is installed
+    import cupy as _cupy
+
+    try:
+        _cupy.cuda.runtime.getDeviceCount()
+        _CUPY_OK = True
+    except Exception:  # noqa: BLE001 - no driver / no device
+        _CUPY_OK = False
+except Exception:  # noqa: BLE001 - not installed or broken install
+    _cupy = None
+    _CUPY_OK = False
+
+
+def cupy_available() -> bool:
+    """True when CuPy imports and sees at least one GPU."""
+    return _CUPY_OK
+
+
+def _is_cupy(a: Any) -> bool:
+    return _cupy is not None and isinstance(a, _cupy.ndarray)
+
+
+def get_array_module(*arrays: Any) -> ModuleType:
+    """Return ``numpy`` or ``cupy`` according to the arrays given.
+
+    Non-array arguments (scalars, None) are ignored. Mixing NumPy and CuPy arrays raises
+    ``TypeError`` rather than silently copying between host and device.
+    """
+    kinds = {_is_cupy(a) for a in arrays if hasattr(a, "shape")}
+    if kinds == {True}:
+        return _cupy  # type: ignore[return-value]
+    if kinds == {True, False}:
+        raise TypeError("mixed NumPy and CuPy arrays in one call; move them to one device first")
+    return np
+
+
+def get_device_module(device: str) -> ModuleType:
+    """The array module for ``device`` ('cpu' or 'gpu'); clear error when no GPU is usable."""
+    if device == "cpu":
+        return np
+    if device == "gpu":
+        if not _CUPY_OK:
+            from .errors import ParameterError
+
+            raise ParameterError("device", "'gpu' requested but CuPy with a working GPU is not available")
+        return _cupy  # type: ignore[return-value]
+    from .errors import ParameterError
+
+    raise ParameterError("device", f"must be 'cpu' or 'gpu', got {device!r}")
+
+
+def to_device(a: Any, xp: ModuleType) -> Any:
+    """Copy/convert ``a`` to the array module ``xp`` (no copy when already there)."""
+    if xp is np:
+        return to_numpy(a)
+    return xp.asarray(a)
+
+
+def to_numpy(a: Any) -> np.ndarray:
+    """Return ``a`` as a NumPy array (copying from the GPU when needed)."""
+    if _is_cupy(a):
+        return a.get()
+    return np.asarray(a)
