@@ -19,7 +19,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["get_array_module", "cupy_available", "to_device", "to_numpy", "get_device_module"]
+__all__ = [
+    "get_array_module",
+    "cupy_available",
+    "to_device",
+    "to_numpy",
+    "get_device_module",
+    "scatter_add",
+]
 
 try:  # pragma: no cover - exercised only where CuPy is installed
     import cupy as _cupy
@@ -84,3 +91,19 @@ def to_numpy(a: Any) -> np.ndarray:
     if _is_cupy(a):
         return a.get()
     return np.asarray(a)
+
+
+def scatter_add(a: Any, indices: Any, values: Any) -> None:
+    """``a[indices] += values`` with repeated indices accumulated (NumPy ``add.at``; CuPy
+    ``cupyx.scatter_add``, atomic on the GPU). ``a`` must be a flat view (modified in place)."""
+    if _is_cupy(a):  # pragma: no cover - GPU only
+        import cupyx
+
+        if a.dtype.kind == "c":  # atomics are per real component
+            ar = a.view(a.real.dtype)
+            cupyx.scatter_add(ar, 2 * indices, values.real.astype(ar.dtype))
+            cupyx.scatter_add(ar, 2 * indices + 1, values.imag.astype(ar.dtype))
+        else:
+            cupyx.scatter_add(a, indices, values.astype(a.dtype))
+        return
+    np.add.at(a, indices, values.astype(a.dtype, copy=False))

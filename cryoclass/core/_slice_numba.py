@@ -1,0 +1,219 @@
+"""Numba CPU twins of the fused slice kernels (see :mod:`cryoclass.core.slices`).
+
+Both kernels walk the same geometry: for particle ``i`` and disc pixel ``m`` the padded volume
+coordinate is ``q = pad · Aᵢᵀ (kx, ky, 0)``; when ``q_x < 0`` the Hermitian mate ``−q`` is used and
+the value conjugated. Trilinear weights over the 8 corners; the K class values at a grid point are
+contiguous (grid layout ``[z, y, x, K]``).
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+_OPTS = dict(parallel=True, fastmath=True, cache=True, nogil=True)
+
+
+@nb.njit(**_OPTS)
+def loglik_kernel(grid, A, kx, ky, wsig, X, C, alpha, pad, off, out):  # pragma: no cover - jit
+    """out[i, k] = -½ Σ_m wsig[m] |X[i,m] − α_i C[i,m] V_k(q_im)|²  (float64)."""
+    n = X.shape[0]
+    M = kx.shape[0]
+    K = grid.shape[3]
+    for i in nb.prange(n):
+        acc = np.zeros(K, np.float64)
+        vr = np.empty(K, np.float32)
+        vi = np.empty(K, np.float32)
+        a00 = A[i, 0, 0] * pad
+        a01 = A[i, 0, 1] * pad
+        a02 = A[i, 0, 2] * pad
+        a10 = A[i, 1, 0] * pad
+        a11 = A[i, 1, 1] * pad
+        a12 = A[i, 1, 2] * pad
+        al = alpha[i]
+        for m in range(M):
+            fx = kx[m]
+            fy = ky[m]
+            qx = a00 * fx + a10 * fy
+            qy = a01 * fx + a11 * fy
+            qz = a02 * fx + a12 * fy
+            sgn = np.float32(1.0)
+            if qx < 0:
+                qx = -qx
+                qy = -qy
+                qz = -qz
+                sgn = np.float32(-1.0)
+            x0 = int(qx)
+            y0f = np.floor(qy)
+            z0f = np.floor(qz)
+            dx = np.float32(qx - x0)
+            dy = np.float32(qy - y0f)
+            dz = np.float32(qz - z0f)
+            y0 = int(y0f) + off
+            z0 = int(z0f) + off
+            ex = np.float32(1.0) - dx
+            ey = np.float32(1.0) - dy
+            ez = np.float32(1.0) - dz
+            w000 = ez * ey * ex
+            w001 = ez * ey * dx
+            w010 = ez * dy * ex
+            w011 = ez * dy * dx
+            w100 = dz * ey * ex
+            w101 = dz * ey * dx
+            w110 = dz * dy * ex
+            w111 = dz * dy * dx
+            for k in range(K):
+                v = (
+                    w000 * grid[z0, y0, x0, k]
+                    + w001 * grid[z0, y0, x0 + 1, k]
+                    + w010 * grid[z0, y0 + 1, x0, k]
+                    + w011 * grid[z0, y0 + 1, x0 + 1, k]
+                    + w100 * grid[z0 + 1, y0, x0, k]
+                    + w101 * grid[z0 + 1, y0, x0 + 1, k]
+                    + w110 * grid[z0 + 1, y0 + 1, x0, k]
+                    + w111 * grid[z0 + 1, y0 + 1, x0 + 1, k]
+                )
+                vr[k] = v.real
+                vi[k] = v.imag * sgn
+            c = C[i, m] * al
+            xr = X[i, m].real
+            xi = X[i, m].imag
+            ws = wsig[m]
+            for k in range(K):
+                dr = xr - c * vr[k]
+                di = xi - c * vi[k]
+                acc[k] += ws * (dr * dr + di * di)
+        for k in range(K):
+            out[i, k] = -0.5 * acc[k]
+
+
+@nb.njit(**_OPTS)
+def backproject_kernel(
+    A, kx, ky, wsig, X, C, alpha, r, half, pad, off, rmin, num, wgt, nblocks
+):  # pragma: no cover - jit
+    """num[h, q, k] += r_ik · α C X wsig ;  wgt[h, q, k] += r_ik · α² C² wsig  (trilinear scatter).
+
+    Parallel over blocks of classes (each thread owns classes ``k0:k1``), so no two threads write
+    the same memory and no per-thread copies of the grids are needed.
+    """
+    n = X.shape[0]
+    M = kx.shape[0]
+    K = r.shape[1]
+    for b in nb.prange(nblocks):
+        k0 = b * K // nblocks
+        k1 = (b + 1) * K // nblocks
+        for i in range(n):
+            rmax = np.float32(0.0)
+            for k in range(k0, k1):
+                if r[i, k] > rmax:
+                    rmax = r[i, k]
+            if rmax < rmin:
+                continue
+            h = half[i]
+            a00 = A[i, 0, 0] * pad
+            a01 = A[i, 0, 1] * pad
+            a02 = A[i, 0, 2] * pad
+            a10 = A[i, 1, 0] * pad
+            a11 = A[i, 1, 1] * pad
+            a12 = A[i, 1, 2] * pad
+            al = alpha[i]
+            for m in range(M):
+                fx = kx[m]
+                fy = ky[m]
+                qx = a00 * fx + a10 * fy
+                qy = a01 * fx + a11 * fy
+                qz = a02 * fx + a12 * fy
+                ws = wsig[m]
+                c = C[i, m] * al
+                dr = X[i, m].real * c * ws
+                di = X[i, m].imag * c * ws
+                wv = c * c * ws
+                if qx < 0:
+                    qx = -qx
+                    qy = -qy
+                    qz = -qz
+                    di = -di
+                x0 = int(qx)
+                y0f = np.floor(qy)
+                z0f = np.floor(qz)
+                dx = np.float32(qx - x0)
+                dy = np.float32(qy - y0f)
+                dz = np.float32(qz - z0f)
+                y0 = int(y0f) + off
+                z0 = int(z0f) + off
+                ex = np.float32(1.0) - dx
+                ey = np.float32(1.0) - dy
+                ez = np.float32(1.0) - dz
+                for k in range(k0, k1):
+                    rk = r[i, k]
+                    if rk < rmin:
+                        continue
+                    for cz in range(2):
+                        wz = dz if cz else ez
+                        for cy in range(2):
+                            wzy = wz * (dy if cy else ey)
+                            for cx in range(2):
+                                wc = rk * wzy * (dx if cx else ex)
+                                zz = z0 + cz
+                                yy = y0 + cy
+                                xx = x0 + cx
+                                num[h, zz, yy, xx, k] += complex(wc * dr, wc * di)
+                                wgt[h, zz, yy, xx, k] += wc * wv
+
+
+@nb.njit(**_OPTS)
+def slice_stats_kernel(grid, A, kx, ky, shell, X, C, pad, off, sxx, sxp, spp):  # pragma: no cover
+    """Per-particle, per-shell sums against one volume (class 0 of ``grid``):
+    ``sxx = Σ w|X|²``, ``sxp = Σ w Re(X* C V)``, ``spp = Σ w C²|V|²`` with the Hermitian weight
+    ``w = 2`` for ``kx > 0`` and 1 on the ``kx = 0`` line. For the noise model and the scale."""
+    n = X.shape[0]
+    M = kx.shape[0]
+    for i in nb.prange(n):
+        a00 = A[i, 0, 0] * pad
+        a01 = A[i, 0, 1] * pad
+        a02 = A[i, 0, 2] * pad
+        a10 = A[i, 1, 0] * pad
+        a11 = A[i, 1, 1] * pad
+        a12 = A[i, 1, 2] * pad
+        for m in range(M):
+            fx = kx[m]
+            fy = ky[m]
+            qx = a00 * fx + a10 * fy
+            qy = a01 * fx + a11 * fy
+            qz = a02 * fx + a12 * fy
+            sgn = np.float32(1.0)
+            if qx < 0:
+                qx = -qx
+                qy = -qy
+                qz = -qz
+                sgn = np.float32(-1.0)
+            x0 = int(qx)
+            y0f = np.floor(qy)
+            z0f = np.floor(qz)
+            dx = np.float32(qx - x0)
+            dy = np.float32(qy - y0f)
+            dz = np.float32(qz - z0f)
+            y0 = int(y0f) + off
+            z0 = int(z0f) + off
+            ex = np.float32(1.0) - dx
+            ey = np.float32(1.0) - dy
+            ez = np.float32(1.0) - dz
+            v = (
+                ez * ey * ex * grid[z0, y0, x0, 0]
+                + ez * ey * dx * grid[z0, y0, x0 + 1, 0]
+                + ez * dy * ex * grid[z0, y0 + 1, x0, 0]
+                + ez * dy * dx * grid[z0, y0 + 1, x0 + 1, 0]
+                + dz * ey * ex * grid[z0 + 1, y0, x0, 0]
+                + dz * ey * dx * grid[z0 + 1, y0, x0 + 1, 0]
+                + dz * dy * ex * grid[z0 + 1, y0 + 1, x0, 0]
+                + dz * dy * dx * grid[z0 + 1, y0 + 1, x0 + 1, 0]
+            )
+            pr = C[i, m] * v.real
+            pim = C[i, m] * v.imag * sgn
+            xr = X[i, m].real
+            xi = X[i, m].imag
+            s = shell[m]
+            wt = 2.0 if fx > 0 else 1.0
+            sxx[i, s] += wt * (xr * xr + xi * xi)
+            sxp[i, s] += wt * (xr * pr + xi * pim)
+            spp[i, s] += wt * (pr * pr + pim * pim)

@@ -1,0 +1,430 @@
+"""Fourier-slice projection, its adjoint (back-projection) and the fused classification kernels.
+
+Two tiers (as in torch-fourier-slice):
+
+* for people: :func:`project` (volume → CTF-free images) and :func:`backproject`
+  (images → ``(numerator, weights)`` grids) and :func:`reconstruct_simple`;
+* for the engine: :class:`SliceGeometry` (the classification-box disc and the padded half-space
+  grid), :func:`volumes_to_grid` / :func:`grid_to_volumes`, and the fused kernels
+  :func:`loglik` (K log-likelihoods per particle without materialising a projection) and
+  :func:`backproject_weighted` (responsibility-weighted scatter into K accumulators).
+
+Grid layout. A volume of box ``Dc`` is zero-padded to ``P = pad·Dc``, transformed with
+``rfftn(ifftshift(·))`` and stored as a Hermitian half-space ``grid[z, y, x, k]`` with
+``z, y ∈ [−R−1, R+1]`` (index ``+ off``, ``off = R + 1``), ``x ∈ [0, R+1]``, ``R = pad·Dc/2``,
+classes innermost so the K values at a grid point are contiguous. A slice point
+``q = pad·Aᵀ(kx, ky, 0)`` with ``q_x < 0`` reads ``conj(grid(−q))``. Trilinear interpolation;
+the volume is pre-divided by ``sinc²`` (the interpolant's real-space apodisation).
+
+Backends. Each hot kernel has a Numba CPU twin (:mod:`._slice_numba`) and an array-code twin
+written once against ``xp`` (NumPy or CuPy, chosen from the input arrays): on the GPU that array
+code *is* the kernel (CuPy gathers and atomic scatter-adds); on the CPU CI runs the same code with
+``xp = numpy`` as the reference the Numba kernels are tested against.
+
+Example
+-------
+>>> import numpy as np
+>>> from cryoclass.core.slices import project
+>>> vol = np.zeros((16, 16, 16), np.float32); vol[8, 8, 8] = 1.0
+>>> img = project(vol, np.eye(3)[None])
+>>> int(np.argmax(img[0])) == 8 * 16 + 8
+True
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+from ..backend import get_array_module, scatter_add
+
+__all__ = [
+    "SliceGeometry",
+    "volumes_to_grid",
+    "grid_to_volumes",
+    "enforce_hermitian",
+    "loglik",
+    "backproject_weighted",
+    "slice_stats",
+    "project",
+    "backproject",
+    "reconstruct_simple",
+    "extract_disc",
+]
+
+
+# --------------------------------------------------------------------------- geometry
+@dataclass(frozen=True)
+class SliceGeometry:
+    """The classification box ``Dc``, padding and the half-plane disc of kept pixels.
+
+    Disc: rfft2 pixels ``(ky, kx)`` with ``0 < kx² + ky² ≤ r_max²`` (``r_max = Dc/2`` unless
+    given), DC excluded. ``weight`` is the Hermitian multiplicity (2 for ``kx > 0``, else 1) so
+    sums over the disc equal sums over the full plane.
+    """
+
+    Dc: int
+    pad: int = 2
+    r_max: float | None = None
+
+    @property
+    def R(self) -> int:
+        """Grid radius in padded units (``pad · Dc / 2``)."""
+        return self.pad * self.Dc // 2
+
+    @property
+    def off(self) -> int:
+        return self.R + 1
+
+    @property
+    def grid_shape(self) -> tuple[int, int, int]:
+        n = 2 * self.R + 3
+        return (n, n, self.R + 2)
+
+    @property
+    def radius(self) -> float:
+        return self.Dc / 2 if self.r_max is None else float(self.r_max)
+
+    @cached_property
+    def _disc(self) -> tuple[np.ndarray, ...]:
+        D = self.Dc
+        ky = np.fft.fftfreq(D, 1.0 / D)
+        kx = np.arange(D // 2 + 1, dtype=np.float64)
+        KY, KX = np.meshgrid(ky, kx, indexing="ij")
+        r2 = KX**2 + KY**2
+        keep = (r2 > 0) & (r2 <= self.radius**2 + 1e-9)
+        iy, ix = np.nonzero(keep)
+        return (
+            KX[iy, ix].astype(np.float32),
+            KY[iy, ix].astype(np.float32),
+            iy.astype(np.int64),
+            ix.astype(np.int64),
+            np.rint(np.sqrt(r2[iy, ix])).astype(np.int64),
+        )
+
+    @property
+    def kx(self) -> np.ndarray:
+        """(M,) float32 integer frequencies (cycles per box) along x of the disc pixels."""
+        return self._disc[0]
+
+    @property
+    def ky(self) -> np.ndarray:
+        return self._disc[1]
+
+    @property
+    def pixel_index(self) -> tuple[np.ndarray, np.ndarray]:
+        """(iy, ix) indices of the disc pixels in an rfft2 array of shape (Dc, Dc//2+1)."""
+        return self._disc[2], self._disc[3]
+
+    @property
+    def shell(self) -> np.ndarray:
+        """(M,) int64 resolution shell (rounded radius, 1..r_max) of each disc pixel."""
+        return self._disc[4]
+
+    @property
+    def n_shells(self) -> int:
+        return int(np.floor(self.radius + 0.5)) + 1
+
+    @property
+    def weight(self) -> np.ndarray:
+        """(M,) float32 Hermitian multiplicity of each disc pixel."""
+        return np.where(self.kx > 0, 2.0, 1.0).astype(np.float32)
+
+    @property
+    def M(self) -> int:
+        return int(self.kx.size)
+
+    @cached_property
+    def grid_shell(self) -> np.ndarray:
+        """Shell index (in Dc units, rounded) of every grid voxel, shape ``grid_shape``."""
+        R, off = self.R, self.off
+        z = np.arange(-off, off + 1)
+        x = np.arange(0, R + 2)
+        rr = np.sqrt(z[:, None, None] ** 2 + z[None, :, None] ** 2 + x[None, None, :] ** 2)
+        return np.rint(rr / self.pad).astype(np.int64)
+
+
+def extract_disc(F: Any, geom: SliceGeometry) -> Any:
+    """Disc pixels of rfft2 arrays ``(..., Dc, Dc//2+1)`` → ``(..., M)``."""
+    xp = get_array_module(F)
+    iy, ix = geom.pixel_index
+    return F[..., xp.asarray(iy), xp.asarray(ix)]
+
+
+# --------------------------------------------------------------------------- volumes <-> grid
+def _gridding_apodisation(n: int, P: int, xp: Any) -> Any:
+    """Separable sinc² apodisation of trilinear interpolation on a P-grid, for a box of n."""
+    x = (xp.arange(n) - n // 2) / P
+    s = xp.sinc(x) ** 2
+    return s[:, None, None] * s[None, :, None] * s[None, None, :]
+
+
+def volumes_to_grid(vols: Any, geom: SliceGeometry, dtype: Any = np.complex64) -> Any:
+    """Real volumes ``(K, Dc, Dc, Dc)`` → padded half-space Fourier grid ``(Z, Y, X, K)``."""
+    xp = get_array_module(vols)
+    K, Dc = vols.shape[0], vols.shape[1]
+    if Dc != geom.Dc:
+        raise ValueError(f"volume box {Dc} does not match the geometry box {geom.Dc}")
+    P, R, off = geom.pad * Dc, geom.R, geom.off
+    apod = _gridding_apodisation(Dc, P, xp)
+    padded = xp.zeros((K, P, P, P), dtype=np.float32)
+    s = P // 2 - Dc // 2
+    padded[:, s : s + Dc, s : s + Dc, s : s + Dc] = vols / apod
+    F = xp.fft.rfftn(xp.fft.ifftshift(padded, axes=(1, 2, 3)), axes=(1, 2, 3))
+    grid = xp.zeros(geom.grid_shape + (K,), dtype=dtype)
+    idx = xp.arange(-R, R) % P  # frequencies -R..R-1 on the P grid
+    sub = F[:, idx][:, :, idx][:, :, :, : R + 1]  # (K, 2R, 2R, R+1)
+    grid[off - R : off + R, off - R : off + R, : R + 1, :] = xp.moveaxis(sub, 0, -1)
+    return grid
+
+
+def enforce_hermitian(grid: Any, geom: SliceGeometry) -> Any:
+    """Fold the ``x = 0`` plane of an accumulated half-space grid (in place):
+    ``G(0, y, z) ← G(0, y, z) + conj(G(0, −y, −z))`` (RELION's ``enforceHermitianSymmetry``)."""
+    xp = get_array_module(grid)
+    plane = grid[..., :, :, 0, :]
+    mirrored = plane[..., ::-1, ::-1, :]
+    both = plane + (xp.conj(mirrored) if xp.iscomplexobj(grid) else mirrored)
+    grid[..., :, :, 0, :] = both
+    return grid
+
+
+def grid_to_volumes(grid: Any, geom: SliceGeometry, gridding_correction: bool = True) -> Any:
+    """Half-space Fourier grid ``(Z, Y, X, K)`` (a volume transform, e.g. ``N / (W + reg)``)
+    → real volumes ``(K, Dc, Dc, Dc)`` float32 (cropped from the padded box)."""
+    xp = get_array_module(grid)
+    Dc, P, R, off = geom.Dc, geom.pad * geom.Dc, geom.R, geom.off
+    K = grid.shape[-1]
+    F = xp.zeros((K, P, P, P // 2 + 1), dtype=np.complex64)
+    idx = xp.arange(-R, R) % P
+    sub = xp.moveaxis(grid[off - R : off + R, off - R : off + R, : R + 1, :], -1, 0)
+    F[:, idx[:, None], idx[None, :], : R + 1] = sub
+    vol = xp.fft.fftshift(xp.fft.irfftn(F, s=(P, P, P), axes=(1, 2, 3)), axes=(1, 2, 3))
+    s = P // 2 - Dc // 2
+    out = vol[:, s : s + Dc, s : s + Dc, s : s + Dc].astype(np.float32)
+    if gridding_correction:
+        out = out / _gridding_apodisation(Dc, P, xp)
+    return out
+
+
+# --------------------------------------------------------------------------- array-code twin
+def _slice_coords(A: Any, geom: SliceGeometry, xp: Any) -> tuple[Any, Any]:
+    """Padded coordinates ``q (n, M, 3)`` (flipped to q_x ≥ 0) and the flip sign ``(n, M)``."""
+    kx, ky = xp.asarray(geom.kx), xp.asarray(geom.ky)
+    A = xp.asarray(A, dtype=np.float32)
+    q = geom.pad * (A[:, 0, None, :] * kx[None, :, None] + A[:, 1, None, :] * ky[None, :, None])
+    sgn = xp.where(q[..., 0] < 0, -1.0, 1.0).astype(np.float32)
+    return q * sgn[..., None], sgn
+
+
+def _corners(q: Any, off: int, xp: Any):
+    """Yield ``(z, y, x, weight)`` index arrays and trilinear weights for the 8 corners."""
+    f = xp.floor(q)
+    d = (q - f).astype(np.float32)
+    i = f.astype(np.int64)
+    for cz in (0, 1):
+        wz = d[..., 2] if cz else 1 - d[..., 2]
+        for cy in (0, 1):
+            wy = d[..., 1] if cy else 1 - d[..., 1]
+            for cx in (0, 1):
+                wx = d[..., 0] if cx else 1 - d[..., 0]
+                yield i[..., 2] + cz + off, i[..., 1] + cy + off, i[..., 0] + cx, wz * wy * wx
+
+
+def _gather_xp(grid: Any, A: Any, geom: SliceGeometry) -> Any:
+    """Slices of all K classes ``(n, M, K)`` complex64 (array code; NumPy or CuPy)."""
+    xp = get_array_module(grid)
+    q, sgn = _slice_coords(A, geom, xp)
+    out = xp.zeros(q.shape[:2] + (grid.shape[-1],), dtype=np.complex64)
+    for z, y, x, w in _corners(q, geom.off, xp):
+        out += w[..., None] * grid[z, y, x]
+    return xp.where((sgn < 0)[..., None], xp.conj(out), out)
+
+
+def _loglik_xp(grid, A, X, C, alpha, wsig, geom):
+    xp = get_array_module(grid, X)
+    V = _gather_xp(grid, A, geom)
+    pred = (alpha[:, None] * C)[..., None] * V
+    d = X[..., None] - pred
+    return -0.5 * xp.sum(wsig[None, :, None] * (d.real**2 + d.imag**2), axis=1, dtype=np.float64)
+
+
+def _backproject_xp(A, X, C, alpha, wsig, r, half, geom, num, wgt, rmin):
+    xp = get_array_module(num, X)
+    q, sgn = _slice_coords(A, geom, xp)
+    c = alpha[:, None] * C
+    data = X * c * wsig[None, :]
+    data = xp.where(sgn < 0, xp.conj(data), data)
+    wv = c * c * wsig[None, :]
+    rr = xp.where(r >= rmin, r, 0).astype(np.float32)
+    Z, Y, Xs, K = num.shape[1:]
+    kk = xp.arange(K)
+    h = xp.asarray(half, dtype=np.int64)[:, None]
+    for z, y, x, w in _corners(q, geom.off, xp):
+        flat = ((((h * Z + z) * Y + y) * Xs + x)[..., None]) * K + kk
+        wr = w[..., None] * rr[:, None, :]
+        scatter_add(num.reshape(-1), flat.reshape(-1), (wr * data[..., None]).reshape(-1))
+        scatter_add(wgt.reshape(-1), flat.reshape(-1), (wr * wv[..., None]).reshape(-1))
+
+
+# --------------------------------------------------------------------------- engine kernels
+def _prep(A, X, C, alpha, wsig, xp):
+    return (
+        xp.ascontiguousarray(xp.asarray(A, dtype=np.float32)),
+        xp.ascontiguousarray(xp.asarray(X, dtype=np.complex64)),
+        xp.ascontiguousarray(xp.asarray(C, dtype=np.float32)),
+        xp.ascontiguousarray(xp.asarray(alpha, dtype=np.float32)),
+        xp.ascontiguousarray(xp.asarray(wsig, dtype=np.float32)),
+    )
+
+
+def loglik(
+    grid: Any, A: Any, X: Any, C: Any, alpha: Any, wsig: Any, geom: SliceGeometry,
+    impl: str = "auto",
+) -> Any:
+    """Gaussian log-likelihoods of particles under every class, fused (no projections kept).
+
+    ``LL[i, k] = −½ Σ_m wsig[m] |X[i,m] − α_i C[i,m] V_k(pad·A_iᵀ(kx_m, ky_m, 0))|²``
+
+    Parameters
+    ----------
+    grid : (Z, Y, X, K) complex64 half-space class grids (:func:`volumes_to_grid`).
+    A : (n, 3, 3) RELION rotation matrices.
+    X : (n, M) complex64 disc pixels of the recentred particle transforms.
+    C : (n, M) float32 CTF at the disc pixels.
+    alpha : (n,) per-particle scale.
+    wsig : (M,) float32 ``weight / σ²(shell)``.
+    impl : 'auto' (Numba on the CPU, array code on the GPU), 'numba' or 'xp'.
+
+    Returns
+    -------
+    (n, K) float64 log-likelihoods (up to a particle-independent constant).
+    """
+    xp = get_array_module(grid, X)
+    A, X, C, alpha, wsig = _prep(A, X, C, alpha, wsig, xp)
+    if impl == "xp" or (impl == "auto" and xp is not np):
+        return _loglik_xp(grid, A, X, C, alpha, wsig, geom)
+    from ._slice_numba import loglik_kernel
+
+    out = np.empty((X.shape[0], grid.shape[-1]), np.float64)
+    loglik_kernel(grid, A, geom.kx, geom.ky, wsig, X, C, alpha, np.float32(geom.pad),
+                  geom.off, out)
+    return out
+
+
+def backproject_weighted(
+    A: Any, X: Any, C: Any, alpha: Any, wsig: Any, r: Any, half: Any, geom: SliceGeometry,
+    num: Any, wgt: Any, rmin: float = 1e-4, impl: str = "auto",
+) -> None:
+    """Responsibility-weighted insertion of particles into K class accumulators (in place).
+
+    ``num[h, q, k] += Σ_i r_ik α_i C_i X_i wsig`` and ``wgt[h, q, k] += Σ_i r_ik α_i² C_i² wsig``
+    (trilinear scatter), ``h = half[i]``; responsibilities below ``rmin`` are skipped.
+    ``num``: (2, Z, Y, X, K) complex64; ``wgt``: (2, Z, Y, X, K) float32. Call
+    :func:`enforce_hermitian` on the accumulators before solving.
+    """
+    xp = get_array_module(num, X)
+    A, X, C, alpha, wsig = _prep(A, X, C, alpha, wsig, xp)
+    r = xp.ascontiguousarray(xp.asarray(r, dtype=np.float32))
+    half = xp.ascontiguousarray(xp.asarray(half, dtype=np.int64))
+    if impl == "xp" or (impl == "auto" and xp is not np):
+        _backproject_xp(A, X, C, alpha, wsig, r, half, geom, num, wgt, rmin)
+        return
+    import numba
+
+    from ._slice_numba import backproject_kernel
+
+    nblocks = max(1, min(r.shape[1], numba.get_num_threads()))
+    backproject_kernel(A, geom.kx, geom.ky, wsig, X, C, alpha, r, half, np.float32(geom.pad),
+                       geom.off, np.float32(rmin), num, wgt, nblocks)
+
+
+def slice_stats(grid: Any, A: Any, X: Any, C: Any, geom: SliceGeometry) -> tuple[Any, Any, Any]:
+    """Per-particle, per-shell sums against one volume (class 0 of ``grid``):
+    ``Σ w|X|²``, ``Σ w Re(X* C V)``, ``Σ w C²|V|²`` — each ``(n, n_shells)`` float64.
+    The noise model σ²(shell) and the optimal per-particle scale are built from these."""
+    xp = get_array_module(grid, X)
+    A, X, C, _, _ = _prep(A, X, C, np.ones(1), np.ones(1), xp)
+    n, S = X.shape[0], geom.n_shells
+    if xp is not np:
+        V = _gather_xp(grid[..., :1], A, geom)[..., 0]
+        P = C * V
+        w = xp.asarray(geom.weight)[None, :]
+        sh = xp.asarray(geom.shell)
+        out = []
+        for val in (X.real**2 + X.imag**2, (X.conj() * P).real, P.real**2 + P.imag**2):
+            acc = xp.zeros((n, S), np.float64)
+            for s in range(S):
+                acc[:, s] = xp.sum((w * val)[:, sh == s], axis=1)
+            out.append(acc)
+        return out[0], out[1], out[2]
+    from ._slice_numba import slice_stats_kernel
+
+    sxx, sxp, spp = (np.zeros((n, S), np.float64) for _ in range(3))
+    slice_stats_kernel(grid, A, geom.kx, geom.ky, geom.shell, X, C, np.float32(geom.pad),
+                       geom.off, sxx, sxp, spp)
+    return sxx, sxp, spp
+
+
+# --------------------------------------------------------------------------- for people
+def project(volume: Any, rotations: Any, pad: int = 2, ctf: Any = None) -> Any:
+    """Project a real volume ``(D, D, D)`` at poses ``rotations (n, 3, 3)`` (RELION A).
+
+    Returns real images ``(n, D, D)`` float32 (line integrals in voxel units; origin at D//2),
+    optionally multiplied in Fourier space by ``ctf`` of shape ``(n, D, D//2+1)``.
+    """
+    xp = get_array_module(volume)
+    D = volume.shape[0]
+    geom = _full_geometry(D, pad)
+    grid = volumes_to_grid(volume[None].astype(np.float32), geom)
+    vals = _gather_xp(grid, rotations, geom)[..., 0]
+    F = xp.zeros((len(rotations), D, D // 2 + 1), np.complex64)
+    iy, ix = geom.pixel_index
+    F[:, xp.asarray(iy), xp.asarray(ix)] = vals
+    F[:, 0, 0] = xp.sum(volume)
+    if ctf is not None:
+        F = F * ctf
+    return xp.fft.fftshift(xp.fft.irfft2(F, s=(D, D)), axes=(-2, -1)).astype(np.float32)
+
+
+def _full_geometry(D: int, pad: int) -> SliceGeometry:
+    """Geometry whose 'disc' is every rfft2 pixel inside the Nyquist sphere (for project)."""
+    return SliceGeometry(D, pad, r_max=D / 2)
+
+
+def backproject(
+    images: Any, rotations: Any, pad: int = 2, ctf: Any = None
+) -> tuple[Any, Any, SliceGeometry]:
+    """Insert images ``(n, D, D)`` at poses ``rotations (n, 3, 3)`` into a padded Fourier grid.
+
+    Returns ``(numerator, weights, geometry)``: half-space grids ``(Z, Y, X, 1)`` with
+    ``numerator = Σ CTF·F(img)`` and ``weights = Σ CTF²`` (``CTF = 1`` when ``ctf`` is None).
+    This is the exact adjoint of :func:`project`'s slice extraction on the disc
+    (tested in ``tests/test_core_slices.py``).
+    """
+    xp = get_array_module(images)
+    n, D = images.shape[0], images.shape[-1]
+    geom = _full_geometry(D, pad)
+    F = xp.fft.rfft2(xp.fft.ifftshift(images, axes=(-2, -1)))
+    X = extract_disc(F, geom)
+    C = xp.ones(X.shape, np.float32) if ctf is None else extract_disc(ctf, geom)
+    num = xp.zeros((2,) + geom.grid_shape + (1,), np.complex64)
+    wgt = xp.zeros((2,) + geom.grid_shape + (1,), np.float32)
+    backproject_weighted(rotations, X, C, xp.ones(n, np.float32), xp.asarray(geom.weight),
+                         xp.ones((n, 1), np.float32), xp.zeros(n, np.int64), geom, num, wgt,
+                         rmin=0.0)
+    return num[0], wgt[0], geom
+
+
+def reconstruct_simple(
+    images: Any, rotations: Any, pad: int = 2, ctf: Any = None, wiener: float = 1e-3
+) -> Any:
+    """Reconstruct a volume ``(D, D, D)`` from images by ``N / (W + wiener·mean(W))``."""
+    num, wgt, geom = backproject(images, rotations, pad, ctf)
+    enforce_hermitian(num, geom)
+    enforce_hermitian(wgt, geom)
+    reg = wiener * float(wgt[wgt > 0].mean())
+    return grid_to_volumes(num / (wgt + reg), geom)[0]
