@@ -209,3 +209,14 @@ def test_symmetrize_fourier_identity_weights_and_sum():
     np.testing.assert_allclose(stacked[1], 2 * stacked[0], rtol=1e-5, atol=1e-3)
     with pytest.raises(ValueError):
         symmetrize_fourier(np.zeros((8, 8, 8), complex), symmetry_operators("C2"))
+    # max_radius: same values inside the sphere, zero outside
+    ops = symmetry_operators("D3")
+    full = symmetrize_fourier(F, ops)
+    part = symmetrize_fourier(F, ops, max_radius=10)
+    r = np.sqrt(
+        np.fft.fftfreq(32, 1 / 32)[:, None, None] ** 2
+        + np.fft.fftfreq(32, 1 / 32)[None, :, None] ** 2
+        + np.arange(17)[None, None, :] ** 2
+    )
+    np.testing.assert_allclose(part[r <= 10], full[r <= 10], rtol=1e-6)
+    assert np.all(part[r > 10] == 0)
