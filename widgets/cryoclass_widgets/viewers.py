@@ -1,0 +1,308 @@
+"""3D viewer of the class volumes (nglview): isosurfaces per class in the class colours,
+difference from consensus, mask previews; maps are swapped live as the job runs.
+
+Maps are sent from memory as small MRC files (classification box, capped at ``max_display_box``
+voxels a side and quantised to int8, so each update is a few hundred kB). A new map is always
+added *before* the old one is removed, so the canvas is never blank (see the browser-test recipe).
+
+Example
+-------
+>>> import numpy as np
+>>> from cryoclass_widgets.viewers import VolumeViewer, mrc_bytes
+>>> mrc_bytes(np.zeros((8, 8, 8), np.float32))[208:212]     # MRC magic word
+b'MAP '
+>>> v = VolumeViewer()
+>>> v.set_data(volumes=np.random.rand(2, 16, 16, 16).astype(np.float32), pixel_size_A=4.0)
+>>> v.n_components
+2
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from typing import Any
+
+import ipywidgets as W
+import numpy as np
+
+from .figures import class_colors
+
+__all__ = ["VolumeViewer", "mrc_bytes", "display_volume", "match_shape"]
+
+_MASK_COLOURS = {"solvent": "#1f77b4", "focus": "#ff7f0e"}
+
+
+def mrc_bytes(vol: np.ndarray, voxel_size_A: float = 1.0) -> bytes:
+    """An MRC file's bytes for a ``[z, y, x]`` volume, written by ``mrcfile`` into memory."""
+    from mrcfile.mrcinterpreter import MrcInterpreter
+
+    bio = io.BytesIO()
+    m = MrcInterpreter()
+    m._iostream = bio  # mrcfile's documented way to write to a stream: an interpreter on it
+    m._create_default_attributes()
+    m.set_data(np.ascontiguousarray(vol))
+    m.voxel_size = voxel_size_A
+    m.flush()
+    return bio.getvalue()
+
+
+def display_volume(vol: np.ndarray, max_box: int = 48) -> tuple[np.ndarray, float]:
+    """Downsample (Fourier crop) to at most ``max_box`` and quantise to int8.
+
+    Returns ``(int8 volume, scale)`` where ``value = int8 * scale``; sigma-based isolevels are
+    unaffected by the quantisation.
+    """
+    from cryoclass.conventions import resample_volume
+
+    v = np.asarray(vol, dtype=np.float32)
+    if v.shape[0] > max_box:
+        v = resample_volume(v, max_box - max_box % 2)
+    s = float(np.abs(v).max()) / 127.0 or 1.0
+    return np.clip(np.round(v / s), -127, 127).astype(np.int8), s
+
+
+def match_shape(vol: np.ndarray, D: int) -> np.ndarray:
+    """Nearest-neighbour resample of a ``[z, y, x]`` cube to ``(D, D, D)``, keeping the centre
+    voxel ``n // 2`` at ``D // 2`` (masks at the extraction box shown over classification maps)."""
+    n = vol.shape[0]
+    if n == D:
+        return vol
+    idx = np.clip(np.round((np.arange(D) - D // 2) * n / D + n // 2).astype(int), 0, n - 1)
+    return vol[np.ix_(idx, idx, idx)]
+
+
+class VolumeViewer:
+    """nglview widget plus controls: which map (all classes / one class / consensus / mask
+    preview), map or difference-from-consensus, and the isolevel (in σ of each map).
+
+    Call :meth:`set_data` with new arrays (from the dashboard's updater thread); the controls'
+    callbacks are routed through ``dispatch`` (set by the dashboard) so that only one thread talks
+    to the widget at a time.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_display_box: int = 48,
+        max_overlay: int = 8,
+        width: str = "560px",
+        height: str = "420px",
+    ) -> None:
+        import nglview
+
+        self.max_display_box, self.max_overlay = max_display_box, max_overlay
+        self.view = nglview.NGLWidget()
+        self.view.layout = W.Layout(width=width, height=height)
+        self.view.add_class("cc-ngl")
+        self.show = W.Dropdown(
+            options=[("all classes", "all")],
+            value="all",
+            description="show",
+            layout=W.Layout(width="260px"),
+        )
+        self.mode = W.ToggleButtons(
+            options=[("map", "map"), ("difference from consensus", "diff")],
+            value="map",
+            style={"button_width": "170px"},
+        )
+        self.isolevel = W.FloatSlider(
+            value=1.5,
+            min=0.3,
+            max=6.0,
+            step=0.1,
+            description="isolevel (σ)",
+            continuous_update=False,
+            layout=W.Layout(width="360px"),
+        )
+        self.info = W.HTML()
+        self.info.add_class("cc-viewer-info")
+        self.dispatch = lambda fn: fn()
+        self._lock = threading.RLock()
+        self._comps: list[tuple[Any, str]] = []  # (ComponentViewer, isolevel type)
+        self._data: dict[str, Any] = dict(
+            volumes=None, consensus=None, solvent_mask=None, focus_mask=None, pixel_size_A=1.0
+        )
+        self.n_swaps = 0
+        self.show.observe(lambda _c: self.dispatch(self.refresh), names="value")
+        self.mode.observe(lambda _c: self.dispatch(self.refresh), names="value")
+        self.isolevel.observe(lambda _c: self.dispatch(self._apply_isolevel), names="value")
+        self.widget = W.VBox(
+            [
+                W.HTML("<h3 style='margin:4px 0'>Volumes</h3>"),
+                W.HBox([self.show, self.mode]),
+                self.isolevel,
+                self.view,
+                self.info,
+            ]
+        )
+        self.widget.add_class("cc-viewer")
+
+    @property
+    def n_components(self) -> int:
+        """Number of maps currently shown."""
+        return len(self._comps)
+
+    # ------------------------------------------------------------------ data in
+    def set_data(
+        self,
+        *,
+        volumes: np.ndarray | None = None,
+        consensus: np.ndarray | None = None,
+        solvent_mask: np.ndarray | None = None,
+        focus_mask: np.ndarray | None = None,
+        pixel_size_A: float | None = None,
+        refresh: bool = True,
+    ) -> None:
+        """Store new maps (None keeps the previous one) and redraw what is shown."""
+        with self._lock:
+            for k, v in dict(
+                volumes=volumes,
+                consensus=consensus,
+                solvent_mask=solvent_mask,
+                focus_mask=focus_mask,
+                pixel_size_A=pixel_size_A,
+            ).items():
+                if v is not None:
+                    self._data[k] = v
+            if volumes is not None:
+                self._update_options(volumes.shape[0])
+            if refresh:
+                self.refresh()
+
+    def preview_mask(self, kind: str, mask: np.ndarray | None = None) -> None:
+        """Show the ``'solvent'`` or ``'focus'`` mask over the consensus (when known)."""
+        with self._lock:
+            if mask is not None:
+                self._data[f"{kind}_mask"] = mask
+            self._update_options(self._n_classes())
+            if (kind, f"{kind} mask") in [(v, k) for k, v in self.show.options]:
+                if self.show.value == kind:
+                    self.refresh()
+                else:
+                    self.show.value = kind  # triggers refresh
+
+    def _n_classes(self) -> int:
+        v = self._data["volumes"]
+        return 0 if v is None else int(v.shape[0])
+
+    def _update_options(self, K: int) -> None:
+        opts = [("all classes", "all")] + [(f"class {k}", str(k)) for k in range(K)]
+        if self._data["consensus"] is not None:
+            opts.append(("consensus", "consensus"))
+        for kind in ("solvent", "focus"):
+            if self._data[f"{kind}_mask"] is not None:
+                opts.append((f"{kind} mask", kind))
+        if opts != list(self.show.options):
+            value = self.show.value if self.show.value in [v for _, v in opts] else "all"
+            with self.show.hold_trait_notifications():
+                self.show.options = opts
+                self.show.value = value
+
+    # ------------------------------------------------------------------ drawing
+    def _items(self) -> list[tuple[np.ndarray, list[dict[str, Any]], str]]:
+        """What to draw: ``(volume, [surface params], isolevel type)`` per component."""
+        d, lvl = self._data, float(self.isolevel.value)
+        vols, cons = d["volumes"], d["consensus"]
+        show, diff = self.show.value, self.mode.value == "diff"
+        items: list[tuple[np.ndarray, list[dict[str, Any]], str]] = []
+
+        def sigma_surf(color: str, opacity: float = 1.0, negate: bool = False) -> dict[str, Any]:
+            return dict(
+                isolevelType="sigma",
+                isolevel=lvl,
+                color=color,
+                opacity=opacity,
+                negateIsolevel=negate,
+                smooth=1,
+            )
+
+        if show in ("solvent", "focus"):
+            if cons is not None:
+                items.append((cons, [sigma_surf("#aaaaaa")], "sigma"))
+            m = d[f"{show}_mask"]
+            if cons is not None:
+                m = match_shape(m, cons.shape[0])
+            items.append(
+                (
+                    m,
+                    [
+                        dict(
+                            isolevelType="value",
+                            isolevel=0.5,
+                            color=_MASK_COLOURS[show],
+                            opacity=0.35,
+                            smooth=1,
+                        )
+                    ],
+                    "value",
+                )
+            )
+            return items
+        if show == "consensus" and cons is not None:
+            return [(cons, [sigma_surf("#aaaaaa")], "sigma")]
+        if vols is None:
+            return items
+        K = vols.shape[0]
+        colors = class_colors(K)
+        classes = list(range(min(K, self.max_overlay))) if show == "all" else [int(show)]
+        if diff and cons is not None:
+            fm = d["focus_mask"]
+            if show != "all":
+                items.append((cons, [sigma_surf("#bbbbbb", 0.2)], "sigma"))
+            for k in classes:
+                dv = vols[k] - cons
+                if fm is not None:
+                    dv = dv * match_shape(fm, cons.shape[0])
+                surfs = [sigma_surf(colors[k] if show == "all" else "#2ca02c")]
+                if show != "all":
+                    surfs.append(sigma_surf("#d62728", negate=True))
+                items.append((dv, surfs, "sigma"))
+            return items
+        opacity = 0.5 if show == "all" and len(classes) > 1 else 1.0
+        return [(vols[k], [sigma_surf(colors[k], opacity)], "sigma") for k in classes]
+
+    def refresh(self) -> None:
+        """Redraw: add the new components first, then remove the old ones."""
+        with self._lock:
+            items = self._items()
+            apix = float(self._data["pixel_size_A"])
+            new = []
+            for vol, surfaces, kind in items:
+                q, scale = display_volume(vol, self.max_display_box)
+                vox = apix * vol.shape[0] / q.shape[0]
+                comp = self.view.add_component(
+                    io.BytesIO(mrc_bytes(q, vox)), ext="mrc", defaultRepresentation=False
+                )
+                for s in surfaces:
+                    s = dict(s)
+                    if s["isolevelType"] == "value":
+                        s["isolevel"] = s["isolevel"] / scale
+                    comp.add_surface(**s)
+                new.append((comp, kind))
+            for comp, _ in self._comps:
+                self.view.remove_component(comp)
+            self._comps = new
+            self.n_swaps += 1
+            K = self._n_classes()
+            what = dict(
+                all=f"all {min(K, self.max_overlay)} classes overlaid"
+                if K
+                else "waiting for the first class volumes",
+                consensus="consensus",
+                solvent="solvent mask over the consensus",
+                focus="focus mask over the consensus",
+            ).get(self.show.value, f"class {self.show.value}")
+            if self.mode.value == "diff" and self.show.value not in (
+                "consensus",
+                "solvent",
+                "focus",
+            ):
+                what += " − consensus (green +, red −)"
+            self.info.value = f"<span style='font-size:11px;color:#555'>{what}</span>"
+
+    def _apply_isolevel(self) -> None:
+        with self._lock:
+            for comp, kind in self._comps:
+                if kind == "sigma":
+                    comp.update_surface(isolevel=float(self.isolevel.value))
