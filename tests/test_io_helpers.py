@@ -71,7 +71,7 @@ def make_dataset(root: Path, n: int = 12, seed: int = 0) -> Dataset:
         "scale": np.round(rng.uniform(0.8, 1.2, n), 4),
         "image_path": np.array([str(stacks[s]) for s in stack_of]),
         "image_index": index,
-        "uid": rng.integers(1, 2**62, n),
+        "uid": np.r_[rng.integers(1, 2**62, n - 1).astype(np.uint64), np.uint64(2**64 - 5)],
     }
     truth["defocus_v_A"] = truth["defocus_u_A"] - np.round(rng.uniform(0, 500, n), 2)
     names = [f"{i + 1:06d}@Extract/mic{s}.mrcs" for s, i in zip(stack_of, index)]

@@ -14,7 +14,7 @@ from test_io_helpers import APIX, BOX, make_dataset, write_stack
 
 from cryoclass.conventions import matrix_to_euler
 from cryoclass.errors import InputFileError
-from cryoclass.io import CANONICAL_COLUMNS, Particles, read_particles, write_star
+from cryoclass.io import CANONICAL_COLUMNS, Particles, read_mrc, read_particles, write_star
 from cryoclass.io.star import read_star
 
 
@@ -242,13 +242,18 @@ def test_garbage_star(tmp_path):
 
 
 # --------------------------------------------------------------------------- RELION itself
-@pytest.mark.relion
-def test_relion_reads_our_star(ds, tmp_path):
-    exe = shutil.which("relion_star_handler")
+def _relion(program: str) -> str:
+    exe = shutil.which(program)
     if exe is None:
         if os.environ.get("CRYOCLASS_REQUIRE_RELION") == "1":
-            pytest.fail("relion_star_handler not found but CRYOCLASS_REQUIRE_RELION=1")
+            pytest.fail(f"{program} not found but CRYOCLASS_REQUIRE_RELION=1")
         pytest.skip("RELION binaries not installed")
+    return exe
+
+
+@pytest.mark.relion
+def test_relion_reads_our_star(ds, tmp_path):
+    exe = _relion("relion_star_handler")
     p = read_particles(ds.cs, passthrough=ds.cs_passthrough)  # cs input: columns built from meta
     ours = ds.root / "ours.star"
     write_star(ours, p, extra={"rlnClassNumber": np.arange(12) % 2 + 1})
@@ -281,3 +286,31 @@ def test_relion_reads_our_star(ds, tmp_path):
     np.testing.assert_array_equal(
         read_star(out)["particles"]["rlnClassNumber"], np.arange(12) % 2 + 1
     )
+
+
+@pytest.mark.relion
+def test_relion_reconstruct_reads_our_images(tmp_path):
+    """Simulator path: in-memory particles → .mrcs + star → relion_reconstruct runs on them."""
+    from cryoclass.conventions import euler_to_matrix
+    from cryoclass.io import write_particles_with_images
+
+    exe = _relion("relion_reconstruct")
+    rng = np.random.default_rng(0)
+    n = 40
+    A = euler_to_matrix(
+        rng.uniform(-180, 180, n), rng.uniform(0, 180, n), rng.uniform(-180, 180, n)
+    )
+    meta = {"rotations": A, "pixel_size_A": 2.0, "defocus_u_A": rng.uniform(1e4, 2e4, n)}
+    p = Particles.from_arrays(rng.normal(size=(n, 20, 20)).astype(np.float32), meta)
+    job = tmp_path / "job"
+    write_particles_with_images(job / "p.star", p, tmp_path / "Extract" / "p.mrcs")
+    run = subprocess.run(
+        [exe, "--i", "p.star", "--o", "rec.mrc", "--ctf"],
+        cwd=job,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    vol, apix = read_mrc(job / "rec.mrc")
+    assert vol.shape == (20, 20, 20) and apix == pytest.approx(2.0) and np.isfinite(vol).all()

@@ -57,6 +57,12 @@ def load_cs(path: str | os.PathLike) -> np.ndarray:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise InputFileError(path, "file not found")
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if magic[:1] == b"\x80":
+        raise InputFileError(path, "is a Python pickle; refusing to load it (not a CryoSPARC .cs)")
+    if magic != b"\x93NUMPY":
+        raise InputFileError(path, "not a readable .cs file (no NumPy .npy header)")
     try:
         arr = np.load(path, allow_pickle=False)
     except ValueError as exc:

@@ -33,6 +33,9 @@ __all__ = ["MrcInfo", "read_mrc", "write_mrc", "open_stack", "mrc_info", "atomic
 #: MRC modes we can read as real images: int8, int16, float32, uint16, float16.
 _REAL_MODES = {0, 1, 2, 6, 12}
 _HEADER_BYTES = 1024
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+_FILE_MODE = 0o666 & ~_UMASK
 
 
 @dataclass(frozen=True)
@@ -182,6 +185,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[str]:
     os.close(fd)
     try:
         yield tmp
+        os.chmod(tmp, _FILE_MODE)  # mkstemp makes 0600 files; give the usual umask permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
