@@ -314,3 +314,21 @@ def test_relion_reconstruct_reads_our_images(tmp_path):
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     vol, apix = read_mrc(job / "rec.mrc")
     assert vol.shape == (20, 20, 20) and apix == pytest.approx(2.0) and np.isfinite(vol).all()
+
+
+def test_image_names_relative_to_project_dir(ds, monkeypatch, tmp_path):
+    """RELION resolves image names against the project directory (cwd), not the star's folder."""
+    job = ds.root / "Class3D" / "job001"
+    job.mkdir(parents=True)
+    shutil.copy(ds.star31, job / "run_data.star")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputFileError, match="'Extract/mic0.mrcs' not found"):
+        read_particles(job / "run_data.star")
+    p = read_particles(job / "run_data.star", project_dir=str(ds.root))
+    np.testing.assert_array_equal(p.meta["image_path"].to_numpy(), ds.truth["image_path"])
+    monkeypatch.chdir(ds.root)
+    q = read_particles(job / "run_data.star")
+    pd.testing.assert_frame_equal(p.meta, q.meta)
+    write_star(job / "out.star", q)  # names still resolve from the project dir: kept as they are
+    assert read_star(job / "out.star")["particles"]["rlnImageName"].str.startswith("0").all()
+    assert not read_star(job / "out.star")["particles"]["rlnImageName"].str.contains(r"\.\.").any()
