@@ -281,6 +281,24 @@ class Dashboard:
             self.pump.stop(timeout)
         self.widget.close()
 
+    def replay(self, events: Any, *, reset: bool = True) -> None:
+        """Show recorded events (e.g. saved from a finished job) without running anything.
+
+        Events are folded and rendered synchronously in the calling thread; ``reset=False``
+        continues the current replay (feed a stream in steps).
+        """
+        if self.running:
+            raise RuntimeError("a job is running; stop it before replaying events")
+        if reset or self.pump is None or self.pump.running:
+            self.state = RunState()
+            self.errors = []
+            self.plots.reset()
+            self.results.reset()
+            self.pump = EventPump(self.state, self._render, on_error=self._on_error)
+        for e in events:
+            self.pump.put(e)
+        self.pump.drain()
+
     # ------------------------------------------------------------------ updater thread
     def _dispatch(self, fn: Callable[[], None]) -> None:
         if self.pump is not None:

@@ -256,7 +256,7 @@ class DemoJob:
                     ]
                 )
                 flow = None
-                if phase == "fem" and prev_hard is not None:
+                if phase == "fem" and it > 0:
                     flow = np.zeros((K, K), np.int64)
                     np.add.at(flow, (prev_hard, hard), 1)
                 pct = 100.0 * (hard != prev_hard).mean() if prev_hard is not None else np.nan

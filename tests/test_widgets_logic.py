@@ -1,0 +1,424 @@
+"""Headless tests of the notebook dashboard (no browser): the form, the pure figures, the event
+→ widget path, Run/Stop and threads, export. Jobs are the synthetic :class:`DemoJob` (fast,
+deterministic) plus one tiny run of the real engine when it is installed.
+"""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+import threading
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("ipywidgets")
+pytest.importorskip("plotly")
+pytest.importorskip("nglview")
+
+from cryoclass_widgets import Dashboard  # noqa: E402
+from cryoclass_widgets import figures as F  # noqa: E402
+from cryoclass_widgets.demo import DemoJob, DemoParticles, demo_job_factory  # noqa: E402
+from cryoclass_widgets.live_plots import LivePlots, kaleido_available  # noqa: E402
+from cryoclass_widgets.setup_panel import SetupPanel  # noqa: E402
+from cryoclass_widgets.state import RunState, format_eta  # noqa: E402
+from cryoclass_widgets.viewers import VolumeViewer, display_volume, match_shape  # noqa: E402
+
+from cryoclass import events as ev  # noqa: E402
+from cryoclass.errors import InputFileError  # noqa: E402
+from cryoclass.params import GUIDANCE_FILTER_RES, ClassificationParams, param_info  # noqa: E402
+
+OUR_THREADS = ("cryoclass-dashboard-updater", "cryoclass-demo-job")
+
+
+def _events(K: int = 3, n: int = 200, **kw) -> list[ev.Event]:
+    seen: list[ev.Event] = []
+    job = DemoJob(
+        DemoParticles(n, box=32),
+        ClassificationParams(n_classes=K, filter_res_A=8.0),
+        delay_s=0.0,
+        **kw,
+    )
+    job.subscribe(seen.append)
+    job.run()
+    return seen
+
+
+def _dash(**kw) -> Dashboard:
+    d = Dashboard(DemoParticles(300, box=32, pixel_size_A=2.0), job_factory=demo_job_factory(**kw))
+    d.setup.fields["n_classes"].value = 3
+    return d
+
+
+def _our_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith(OUR_THREADS)]
+
+
+# --------------------------------------------------------------------------- form
+def test_form_is_generated_from_param_info():
+    panel = SetupPanel(DemoParticles(100, box=48))
+    infos = param_info()
+    assert set(panel.fields) == {i["name"] for i in infos}
+    for i in infos:
+        w = panel.fields[i["name"]]
+        assert w.tooltip == i["help"]
+        assert w.description == i["name"]
+        if i["name"] != "filter_res_A":
+            assert w.value == i["default"], i["name"]
+    adv = panel.advanced.children[0].children
+    adv_names = {row.children[0].description for row in adv}
+    assert adv_names == {i["name"] for i in infos if i["section"] != "common"}
+    # choices become dropdowns
+    assert tuple(panel.fields["init_mode"].options) == ("simple", "pca", "input")
+
+
+def test_form_shows_field_errors_not_tracebacks():
+    panel = SetupPanel(DemoParticles(100, box=48))
+    assert panel.validate() is not None
+    panel.fields["n_classes"].value = 0
+    assert panel.validate() is None
+    assert "≥ 1" in panel.errors["n_classes"].value
+    panel.fields["n_classes"].value = 4  # observed: re-validates and clears
+    assert panel.errors["n_classes"].value == ""
+    panel.fields["scale_min"].value = 9.0  # cross-field rule, reported on the field it names
+    assert panel.validate() is None and "scale_max" in panel.errors["scale_min"].value
+    panel.fields["scale_min"].value = 0.2
+    panel.fields["symmetry"].value = "X7"
+    assert panel.validate() is None and panel.errors["symmetry"].value
+    panel.fields["symmetry"].value = "D2"
+    p = panel.validate()
+    assert isinstance(p, ClassificationParams) and p.symmetry == "D2" and p.n_classes == 4
+
+
+def test_filter_resolution_shows_box_and_pixel_size():
+    panel = SetupPanel(DemoParticles(100, box=48, pixel_size_A=2.0))
+    panel.fields["filter_res_A"].value = 8.0
+    assert "24 px" in panel.box_label.value and "4 Å" in panel.box_label.value
+    panel.filter_slider.value = 12.0  # slider and box are linked
+    assert panel.fields["filter_res_A"].value == 12.0
+    assert "16 px" in panel.box_label.value and "6 Å" in panel.box_label.value
+    panel.fields["filter_res_A"].value = 3.0  # finer than Nyquist (4 Å)
+    assert "Nyquist" in panel.box_label.value
+    assert panel.validate() is None and "Nyquist" in panel.errors["filter_res_A"].value
+    assert GUIDANCE_FILTER_RES[:40] in panel.widget.children[0].value + str(
+        [c.value for c in panel._filter_box.children if hasattr(c, "value")]
+    )
+    assert SetupPanel().box_label.value.startswith("<span")  # no particles: a hint, no error
+
+
+def test_particles_path_errors_shown_beside_field(tmp_path):
+    def loader(path, passthrough):
+        raise InputFileError(path, "file not found")
+
+    d = Dashboard.from_files(tmp_path / "missing.star", loader=loader)
+    assert "file not found" in d.setup.errors["particles"].value
+    assert d.start() is False and d.job is None
+    # the real reader (cryoclass.io) reports the same way
+    d2 = Dashboard.from_files(tmp_path / "missing.star")
+    assert d2.setup.errors["particles"].value
+    d3 = Dashboard.from_files("x.star", loader=lambda p, q: DemoParticles(50, box=40))
+    assert "50 particles" in d3.setup.particles_info.value
+
+
+def test_mask_file_errors(tmp_path):
+    import mrcfile
+
+    panel = SetupPanel(DemoParticles(100, box=16))
+    panel.solvent_mode.value = "file"
+    panel.solvent_path.value = str(tmp_path / "nope.mrc")
+    assert panel.get_masks() is None and "no such file" in panel.errors["solvent_mask"].value
+    with mrcfile.new(tmp_path / "m.mrc") as m:
+        m.set_data(np.ones((16, 16, 16), np.float32))
+    panel.solvent_path.value = str(tmp_path / "m.mrc")
+    sm, fm = panel.get_masks()
+    assert sm.shape == (16, 16, 16) and fm is None
+
+
+# --------------------------------------------------------------------------- pure figures
+def test_figures_are_pure_and_carry_the_data():
+    rng = np.random.default_rng(0)
+    flow = np.array([[50, 3, 0], [2, 40, 5], [0, 1, 60]])
+    s = F.sankey_figure(flow, iteration=2)
+    assert sum(s.data[0].link.value) == flow.sum()
+    assert len(s.data[0].node.label) == 6
+    m = F.flow_matrix_figure(flow)
+    np.testing.assert_allclose(np.asarray(m.data[0].z).sum(0), 1.0)
+    big = F.flow_matrix_figure(rng.integers(0, 9, (30, 30)))
+    assert big.data[0].texttemplate is None  # no cell text at 30 classes
+    ess = 1 + rng.random(1000) * 2
+    h = F.ess_histogram_figure(ess, 3)
+    assert sum(h.data[0].y) == 1000 and len(h.data[0].y) == 40
+    a = F.class_histogram_figure(np.array([10, 20, 30]), np.array([12.0, 18.0, 30.0]))
+    assert list(a.data[0].y) == [10, 20, 30] and list(a.data[1].y) == [12, 18, 30]
+    sizes = F.class_sizes_figure([0, 1, 2], rng.random((3, 4)), phases=["oem", "fem", "fem"])
+    assert len(sizes.data) == 4 and all(t.stackgroup == "one" for t in sizes.data)
+    assert len(sizes.layout.shapes) == 1
+    freq = np.linspace(0.01, 0.12, 20)
+    fsc = F.fsc_figure(freq, rng.random((2, 20)), fsc_res_A=np.array([8.0, np.nan]))
+    assert [t.name for t in fsc.data] == ["class 0 (8.0 Å)", "class 1"]
+    c = F.convergence_figure(
+        [0, 1], [np.nan, 5.0], [0.1, 0.01], convergence_pct=2.0, rms_threshold=0.01
+    )
+    assert c.data[1].yaxis == "y2" and len(c.layout.shapes) == 2
+    vols = rng.random((2, 16, 16, 16)).astype(np.float32)
+    dfig = F.difference_slices_figure(vols, vols.mean(0))
+    assert len(dfig.data) == 6
+    np.testing.assert_allclose(dfig.data[0].z, (vols[0] - vols.mean(0))[8], rtol=1e-6)
+    assert len(set(F.class_colors(40))) == 40
+
+
+def test_sync_figure_updates_in_place_and_replaces_on_change():
+    import plotly.graph_objects as go
+
+    fig = go.FigureWidget(F.placeholder_figure("t", "wait"))
+    a = F.class_histogram_figure(np.array([1, 2]), np.array([1.5, 1.5]))
+    with fig.batch_update():
+        F.sync_figure(fig, a)
+    assert [t.type for t in fig.data] == ["bar", "bar"] and fig.layout.annotations == ()
+    assert fig.layout.xaxis.visible is None  # the placeholder's hidden axes are gone
+    bar = fig.data[0]
+    with fig.batch_update():
+        F.sync_figure(fig, F.class_histogram_figure(np.array([5, 6]), np.array([5.5, 5.5])))
+    assert fig.data[0] is bar and tuple(bar.y) == (5, 6)
+
+
+# --------------------------------------------------------------------------- events → widgets
+def test_state_folds_events():
+    s = RunState()
+    evs = _events()
+    parts = [s.apply(e) for e in evs]
+    assert s.status == "finished" and s.n_classes == 3 and s.box_c == 16
+    assert sum("flow" in p for p in parts) == 5  # F-EM from its 2nd iteration
+    assert s.series("class_mass").shape == (11, 3)
+    assert format_eta(83.2) == "1:23" and format_eta(float("nan")) == "—"
+    assert s.fraction_done() == 1.0 and "Finished" in s.progress_text()
+
+
+def test_scripted_events_update_plots_progress_and_table():
+    d = _dash()
+    evs = _events(n=300)
+    i_first = next(i for i, e in enumerate(evs) if isinstance(e, ev.IterationFinished))
+    d.replay(evs[:i_first])
+    assert "O-EM · iteration 0/5" in d.status.value and "phase 4/6" in d.status.value
+    assert d.plots.figs["assignments"].layout.annotations  # still the placeholder
+    first = evs[i_first]
+    d.replay([first], reset=False)
+    a = d.plots.figs["assignments"]
+    np.testing.assert_array_equal(a.data[0].y, first.hard_counts)
+    np.testing.assert_allclose(a.data[1].y, first.class_mass)
+    assert [r["size"].value for r in d.results.rows] == [str(int(c)) for c in first.hard_counts]
+    assert "O-EM" in d.status.value and "iteration 1/5" in d.status.value
+    assert d.progress.value == pytest.approx(1 / 5)
+    assert d.viewer.n_components == 3  # all classes overlaid
+    assert d.results.export_button.disabled
+    d.replay(evs[i_first + 1 :], reset=False)
+    last_it = [e for e in evs if isinstance(e, ev.IterationFinished)][-1]
+    np.testing.assert_array_equal(d.plots.figs["assignments"].data[0].y, last_it.hard_counts)
+    assert sum(d.plots.figs["sankey"].data[0].link.value) == 300
+    assert len(d.plots.figs["sizes"].data[0].x) == 11
+    assert sum(d.plots.figs["ess"].data[0].y) == 300
+    assert d.progress.value == 1.0 and d.progress.bar_style == "success"
+    assert not d.results.export_button.disabled and d.state.result is not None
+    assert not d.errors
+
+
+def test_threaded_run_updates_while_running_and_finishes():
+    d = _dash(delay_s=0.08)
+    before = _our_threads()
+    assert d.start() is True
+    assert d.run_button.disabled and not d.stop_button.disabled
+    assert all(w.disabled for w in d.setup.fields.values())
+    seen_running = False
+    t_end = time.time() + 20
+    while time.time() < t_end and d.running:
+        if d.plots.figs["assignments"].data and not d.plots.figs["assignments"].layout.annotations:
+            seen_running = True
+            break
+        time.sleep(0.02)
+    assert seen_running, "the plots did not update while the job was running"
+    assert d.wait(30)
+    assert d.state.status == "finished" and not d.errors
+    assert not d.run_button.disabled and d.stop_button.disabled
+    assert d.pump.n_renders >= 2
+    assert _our_threads() == before
+
+
+def test_stop_twice_is_safe_and_leaves_no_threads():
+    d = _dash(delay_s=0.2)
+    before = _our_threads()
+    assert d.start()
+    time.sleep(0.3)
+    d.stop()
+    d.stop()  # second press: no-op
+    assert d.wait(10)
+    d.stop()  # after the end: no-op
+    assert d.job.cancel_calls == 1
+    assert d.state.status == "cancelled" and "Stopped" in d.status.value
+    assert d.progress.bar_style == "warning" and not d.run_button.disabled
+    assert _our_threads() == before
+    # and it can run again
+    d.job_factory = demo_job_factory(delay_s=0.0)
+    assert d.start() and d.wait(20) and d.state.status == "finished"
+    assert _our_threads() == before
+
+
+def test_invalid_form_does_not_start():
+    d = _dash()
+    d.setup.fields["n_classes"].value = 0
+    assert d.start() is False and d.job is None and not _our_threads()
+    assert "Fix the parameters" in d.status.value
+
+
+def test_job_failure_is_shown():
+    d = _dash(delay_s=0.0, fail_at=2)
+    assert d.start() and d.wait(20)
+    assert d.state.status == "failed" and "demo failure" in d.status.value
+    assert d.progress.bar_style == "danger" and not d.run_button.disabled
+
+
+def test_job_factory_errors_are_shown():
+    def factory(*a, **k):
+        raise RuntimeError("no engine here")
+
+    d = Dashboard(DemoParticles(100, box=32), job_factory=factory)
+    assert d.start() is False and "no engine here" in d.status.value
+
+
+def test_render_errors_do_not_kill_the_updater():
+    d = _dash(delay_s=0.0)
+
+    def boom(state, parts):
+        raise ValueError("plot exploded")
+
+    d.results.update = boom
+    assert d.start() and d.wait(20)
+    assert d.state.status == "finished" and d.errors
+    assert "plot exploded" in d.log.value
+
+
+# --------------------------------------------------------------------------- export
+def test_export_selected_classes(tmp_path):
+    d = _dash(delay_s=0.0)
+    assert d.start() and d.wait(20)
+    d.results.select([0, 2])
+    d.results.outdir.value = str(tmp_path / "out")
+    files = d.results.export_selected()
+    assert d.job.result.calls[-1] == (
+        "write_classes",
+        (str(tmp_path / "out"), [0, 2], ("star", "cs")),
+    )
+    assert all(f.exists() for f in files) and "Wrote" in d.results.status.value
+    d.results.fmt_cs.value = False
+    d.results.export_selected()
+    assert d.job.result.calls[-1][1][2] == ("star",)
+    d.results.select([])
+    assert d.results.export_selected() is None and "at least one" in d.results.status.value
+    d.results.write_all()
+    assert d.job.result.calls[-2][0] == "write"
+
+
+def test_plot_export_html_and_png_message(tmp_path):
+    plots = LivePlots()
+    files = plots.export("all", "html", tmp_path)
+    assert len(files) == 8 and all("plotly" in f.read_text()[:3000] for f in files)
+    if not kaleido_available():
+        assert plots.png_button.disabled and "kaleido" in plots.export_status.value
+        with pytest.raises(RuntimeError, match="kaleido"):
+            plots.export("ess", "png", tmp_path)
+        plots.export_which.value = "ess"
+        plots._export_clicked("png")  # the button path reports instead of raising
+        assert "kaleido" in plots.export_status.value
+
+
+# --------------------------------------------------------------------------- viewer
+def test_viewer_swaps_add_then_remove_and_modes():
+    v = VolumeViewer()
+    rng = np.random.default_rng(1)
+    vols = rng.random((3, 24, 24, 24)).astype(np.float32)
+    v.set_data(volumes=vols, consensus=vols.mean(0), pixel_size_A=4.0)
+    ids = [c.id for c, _ in v._comps]
+    assert v.n_components == 3 and len(v.view._ngl_component_ids) == 3
+    v.set_data(volumes=vols * 2)
+    assert v.n_components == 3 and not {c.id for c, _ in v._comps} & set(ids)
+    assert v.view._ngl_component_ids == [c.id for c, _ in v._comps]  # old ones removed
+    loads = [m for m in v.view._ngl_msg_archive if m["methodName"] == "loadFile"]
+    assert len(loads) == 3  # the message archive does not grow with every swap
+    v.show.value = "1"
+    assert v.n_components == 1
+    v.mode.value = "diff"
+    assert v.n_components == 2 and "consensus" in v.info.value
+    v.isolevel.value = 2.5  # updates the surfaces in place, no new maps
+    assert v.n_components == 2
+    v.preview_mask("solvent", np.ones((48, 48, 48), np.float32))
+    assert v.show.value == "solvent" and v.n_components == 2
+    q, s = display_volume(rng.random((64, 64, 64)).astype(np.float32), 32)
+    assert q.shape == (32, 32, 32) and q.dtype == np.int8 and s > 0
+    assert match_shape(np.ones((48,) * 3), 24).shape == (24, 24, 24)
+
+
+def test_dashboard_mask_preview_from_file(tmp_path):
+    import mrcfile
+
+    d = _dash()
+    with mrcfile.new(tmp_path / "focus.mrc") as m:
+        m.set_data(np.ones((32, 32, 32), np.float32))
+    d.setup.focus_mode.value = "file"
+    d.setup.focus_path.value = str(tmp_path / "focus.mrc")
+    d.preview_mask("focus")
+    assert d.viewer.show.value == "focus" and d.viewer.n_components == 1
+    d.preview_mask("solvent")  # auto: known only after a run
+    assert "after a run" in d.setup.errors["solvent_mask"].value
+
+
+# --------------------------------------------------------------------------- docs and engine
+@pytest.mark.parametrize(
+    "mod",
+    [
+        "figures",
+        "state",
+        "_events",
+        "setup_panel",
+        "live_plots",
+        "viewers",
+        "results_panel",
+        "demo",
+        "dashboard",
+    ],
+)
+def test_module_docstring_examples(mod):
+    m = importlib.import_module(f"cryoclass_widgets.{mod}")
+    res = doctest.testmod(m, optionflags=doctest.ELLIPSIS)
+    assert res.failed == 0
+
+
+def _real_engine():
+    try:
+        from cryoclass import Classification
+    except (ImportError, AttributeError):
+        return None
+    return Classification
+
+
+@pytest.mark.skipif(_real_engine() is None, reason="cryoclass.engine.job not available yet")
+def test_real_engine_tiny_run():
+    from cryoclass.sim import simulate
+
+    ds = simulate(n_particles=300, box=32, pixel_size_A=3.0, snr=0.5, seed=0)
+    params = ClassificationParams(
+        n_classes=3,
+        filter_res_A=9.0,
+        oem_epochs=2,
+        max_fem_iters=3,
+        init_particles_per_class=50,
+        oem_batch_size_per_class=50,
+    )
+    d = Dashboard(ds.particles, params=params)
+    before = _our_threads()
+    assert d.start(), d.status.value
+    assert d.wait(240), "real job did not finish"
+    assert d.state.status == "finished", (d.state.error, d.errors)
+    assert not d.errors
+    assert len(d.results.rows) == 3 and d.viewer.n_components >= 1
+    assert d.plots.figs["assignments"].data and not d.results.export_button.disabled
+    assert _our_threads() == before
