@@ -198,3 +198,20 @@ def test_write_and_read_back(tmp_path):
     vol, apix = read_mrc(files["truth_class_02.mrc"])
     np.testing.assert_array_equal(vol, ds.volumes[1])
     assert apix == pytest.approx(8.0)
+
+
+def test_cli_writes_dataset(tmp_path, capsys):
+    import argparse
+
+    pytest.importorskip("cryoclass.io.particles")
+    from cryoclass.sim.cli import add_arguments, run
+
+    parser = argparse.ArgumentParser(prog="cryoclass simulate")
+    add_arguments(parser)
+    argv = ["-o", str(tmp_path / "out"), "-n", "12", "--box", "24", "--apix", "8", "--quiet"]
+    assert run(parser.parse_args(argv + ["--states", "closed,missing", "--snr", "0"])) == 0
+    out = capsys.readouterr().out
+    assert "simulated 12 particles" in out and "truth_class_02.mrc" in out
+    assert (tmp_path / "out" / "particles.star").is_file()
+    assert run(parser.parse_args(argv + ["--states", "closed,nope"])) == 2
+    assert "unknown state" in capsys.readouterr().err
