@@ -40,7 +40,15 @@ _LAZY = {
     "classify": "cryoclass.engine.job",
 }
 _SUBMODULES = {
-    "sim", "conventions", "core", "io", "engine", "events", "params", "backend", "errors",
+    "sim",
+    "conventions",
+    "core",
+    "io",
+    "engine",
+    "events",
+    "params",
+    "backend",
+    "errors",
 }
 
 __all__ = sorted(_LAZY) + sorted(_SUBMODULES) + ["__version__"]

@@ -72,7 +72,9 @@ def get_device_module(device: str) -> ModuleType:
         if not _CUPY_OK:
             from .errors import ParameterError
 
-            raise ParameterError("device", "'gpu' requested but CuPy with a working GPU is not available")
+            raise ParameterError(
+                "device", "'gpu' requested but CuPy with a working GPU is not available"
+            )
         return _cupy  # type: ignore[return-value]
     from .errors import ParameterError
 

@@ -100,10 +100,14 @@ def matrix_to_euler(A: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     regular = abs_sb > 16 * np.finfo(np.float32).eps
     # choosing sin(tilt) >= 0 makes tilt = atan2(|sin tilt|, cos tilt) in [0, pi]
     rot = np.where(regular, np.arctan2(A[..., 2, 1], A[..., 2, 0]), 0.0)
-    tilt = np.where(regular, np.arctan2(abs_sb, A[..., 2, 2]), np.where(A[..., 2, 2] < 0, np.pi, 0.0))
-    psi_lock = np.where(A[..., 2, 2] < 0,
-                        np.arctan2(A[..., 1, 0], -A[..., 0, 0]),
-                        np.arctan2(-A[..., 1, 0], A[..., 0, 0]))
+    tilt = np.where(
+        regular, np.arctan2(abs_sb, A[..., 2, 2]), np.where(A[..., 2, 2] < 0, np.pi, 0.0)
+    )
+    psi_lock = np.where(
+        A[..., 2, 2] < 0,
+        np.arctan2(A[..., 1, 0], -A[..., 0, 0]),
+        np.arctan2(-A[..., 1, 0], A[..., 0, 0]),
+    )
     psi = np.where(regular, np.arctan2(A[..., 1, 2], -A[..., 0, 2]), psi_lock)
     wrap = lambda x: (np.rad2deg(x) + 180.0) % 360.0 - 180.0  # noqa: E731
     return wrap(rot), np.rad2deg(tilt), wrap(psi)
@@ -145,7 +149,7 @@ def matrix_to_cryosparc_pose(A: Any) -> np.ndarray:
 
 # --------------------------------------------------------------------------- CTF
 def electron_wavelength_A(voltage_kV: Any) -> Any:
-    """Relativistic electron wavelength in Å for an acceleration voltage in kV (RELION's formula)."""
+    """Relativistic electron wavelength (Å) at an acceleration voltage in kV (RELION's formula)."""
     V = np.asarray(voltage_kV, dtype=np.float64) * 1e3
     return 12.2643247 / np.sqrt(V * (1.0 + V * 0.978466e-6))
 
@@ -205,9 +209,7 @@ def centred_frequencies(D: int, pixel_size_A: float = 1.0, xp: Any = np) -> tupl
     return xp.broadcast_to(k[:, None], (D, D)), xp.broadcast_to(k[None, :], (D, D))
 
 
-def recentre_phase(
-    freq_x: Any, freq_y: Any, shift_x_A: Any, shift_y_A: Any
-) -> Any:
+def recentre_phase(freq_x: Any, freq_y: Any, shift_x_A: Any, shift_y_A: Any) -> Any:
     """Phase factor ``exp(−2πi (ξx tx + ξy ty))`` that recentres a particle whose RELION origin is
     ``(tx, ty)`` (Å), i.e. whose centre sits at ``−t`` in the box (RELION applies the origin as a
     translation of the image). Frequencies in 1/Å; broadcasting as in :func:`ctf_2d`."""
@@ -232,7 +234,8 @@ def classification_box(box: int, pixel_size_A: float, filter_res_A: float) -> tu
     if filter_res_A < nyquist * (1 - 1e-9):
         raise ParameterError(
             "filter_res_A",
-            f"{filter_res_A:g} Å is finer than Nyquist ({nyquist:g} Å at pixel size {pixel_size_A:g} Å)",
+            f"{filter_res_A:g} Å is finer than Nyquist "
+            f"({nyquist:g} Å at pixel size {pixel_size_A:g} Å)",
         )
     if filter_res_A > box * pixel_size_A / 2:
         raise ParameterError(
@@ -294,5 +297,5 @@ def resample_volume(vol: Any, D_new: int) -> Any:
         return vol.copy()
     F = xp.fft.rfftn(xp.fft.ifftshift(vol))
     G = fourier_crop_3d(F, D_new) if D_new < D else fourier_pad_3d(F, D_new)
-    out = xp.fft.fftshift(xp.fft.irfftn(G, s=(D_new,) * 3)) * (D_new / D) ** 3
+    out = xp.fft.fftshift(xp.fft.irfftn(G, s=(D_new,) * 3, axes=(0, 1, 2))) * (D_new / D) ** 3
     return out.astype(vol.dtype, copy=False)

@@ -1,8 +1,8 @@
 """Parameters of a classification job: one frozen, validated dataclass.
 
-Names follow CryoSPARC's "3D Classification" job (v4.5) with units in the names. Every field has a
-``help`` text and, where it applies, ``choices`` / ``min`` / ``max`` in its dataclass metadata, which
-the CLI and the widgets' parameter form read so that all three agree.
+Names follow CryoSPARC's "3D Classification" job (v4.5) with units in the names. Every field has
+a ``help`` text and, where it applies, ``choices`` / ``min`` / ``max`` in its dataclass metadata,
+which the CLI and the widgets' parameter form read so that all three agree.
 
 Example
 -------
@@ -50,85 +50,128 @@ class ClassificationParams:
         "common",
         min=0.0,
     )
-    symmetry: str = _p("C1", "Point-group symmetry enforced on every class (C1, Cn, Dn, T, O, I).",
-                       "common")
-    init_mode: str = _p("simple", "Initialisation: 'simple' (random-subset reconstructions), "
-                        "'pca' (PCA of many random-subset reconstructions, then k-means), or "
-                        "'input' (the given initial volumes; their count must equal K).",
-                        "common", choices=("simple", "pca", "input"))
-    seed: int = _p(0, "Random seed: the same seed gives the same result on the same backend.",
-                   "common", min=0)
-    device: str = _p("cpu", "Where to compute: 'cpu' (NumPy/Numba) or 'gpu' (CuPy).", "common",
-                     choices=("cpu", "gpu"))
+    symmetry: str = _p(
+        "C1", "Point-group symmetry enforced on every class (C1, Cn, Dn, T, O, I).", "common"
+    )
+    init_mode: str = _p(
+        "simple",
+        "Initialisation: 'simple' (random-subset reconstructions), "
+        "'pca' (PCA of many random-subset reconstructions, then k-means), or "
+        "'input' (the given initial volumes; their count must equal K).",
+        "common",
+        choices=("simple", "pca", "input"),
+    )
+    seed: int = _p(
+        0, "Random seed: the same seed gives the same result on the same backend.", "common", min=0
+    )
+    device: str = _p(
+        "cpu",
+        "Where to compute: 'cpu' (NumPy/Numba) or 'gpu' (CuPy).",
+        "common",
+        choices=("cpu", "gpu"),
+    )
     # ---- initialisation
     init_res_A: float = _p(20.0, "Low-pass resolution (Å) of the initial class volumes.", min=0.0)
     init_particles_per_class: int = _p(
-        1000, "Particles in each random-subset reconstruction used for initialisation.", min=1)
+        1000, "Particles in each random-subset reconstruction used for initialisation.", min=1
+    )
     pca_n_reconstructions: int = _p(
-        100, "PCA init: number of random-subset reconstructions.", min=2)
+        100, "PCA init: number of random-subset reconstructions.", min=2
+    )
     pca_n_components: int = _p(2, "PCA init: principal components kept before k-means.", min=1)
     # ---- O-EM
     oem_learning_rate_init: float = _p(
-        0.4, "O-EM learning rate init: larger values generally give fewer populated classes.",
-        min=0.0, max=1.0)
+        0.4,
+        "O-EM learning rate init: larger values generally give fewer populated classes.",
+        min=0.0,
+        max=1.0,
+    )
     oem_learning_rate_halflife_pct: float = _p(
-        50.0, "O-EM learning rate half-life, in % of the O-EM iterations.", min=0.0)
-    oem_batch_size_per_class: int = _p(1000, "O-EM batch size per class (batch = this × K).",
-                                       min=1)
+        50.0, "O-EM learning rate half-life, in % of the O-EM iterations.", min=0.0
+    )
+    oem_batch_size_per_class: int = _p(1000, "O-EM batch size per class (batch = this × K).", min=1)
     oem_epochs: int = _p(5, "Number of O-EM epochs (passes over the data in batches).", min=0)
     # ---- F-EM and convergence
     max_fem_iters: int = _p(20, "Maximum number of F-EM (full-batch) iterations.", min=0)
     convergence_pct: float = _p(
-        2.0, "Convergence criterion: stop F-EM when fewer than this % of particles switch class.",
-        min=0.0, max=100.0)
-    rms_change_check: bool = _p(
-        True, "RMS density change convergence check (secondary criterion).")
+        2.0,
+        "Convergence criterion: stop F-EM when fewer than this % of particles switch class.",
+        min=0.0,
+        max=100.0,
+    )
+    rms_change_check: bool = _p(True, "RMS density change convergence check (secondary criterion).")
     rms_change_threshold: float = _p(
-        0.01, "Stop F-EM when the mask-weighted RMS change of the class volumes, relative to "
-        "their RMS, falls below this.", min=0.0)
+        0.01,
+        "Stop F-EM when the mask-weighted RMS change of the class volumes, relative to "
+        "their RMS, falls below this.",
+        min=0.0,
+    )
     # ---- class similarity
     class_similarity: float = _p(
-        0.5, "Initial class similarity β (posterior tempering r ∝ p^(1−β)), annealed to 0.",
-        min=0.0, max=1.0)
+        0.5,
+        "Initial class similarity β (posterior tempering r ∝ p^(1−β)), annealed to 0.",
+        min=0.0,
+        max=1.0,
+    )
     class_similarity_anneal_start: int = _p(
-        2, "O-EM iteration at which annealing of the class similarity starts.", min=0)
+        2, "O-EM iteration at which annealing of the class similarity starts.", min=0
+    )
     class_similarity_anneal_end: int = _p(
-        10, "O-EM iteration at which the class similarity reaches 0.", min=0)
+        10, "O-EM iteration at which the class similarity reaches 0.", min=0
+    )
     auto_tune_class_similarity: bool = _p(
-        False, "Auto-tune the initial class similarity so that the mean per-particle class ESS "
-        "≈ target_class_ess_fraction × K.")
-    target_class_ess_fraction: float = _p(0.75, "Target mean class ESS as a fraction of K.",
-                                          min=0.0, max=1.0)
+        False,
+        "Auto-tune the initial class similarity so that the mean per-particle class ESS "
+        "≈ target_class_ess_fraction × K.",
+    )
+    target_class_ess_fraction: float = _p(
+        0.75, "Target mean class ESS as a fraction of K.", min=0.0, max=1.0
+    )
     # ---- reconstruction and scale
-    force_hard: bool = _p(False, "Force hard classification (one-hot posteriors, no weighted "
-                          "back-projection).")
+    force_hard: bool = _p(
+        False, "Force hard classification (one-hot posteriors, no weighted back-projection)."
+    )
     per_particle_scale: str = _p(
-        "optimal", "Per-particle scale: 'optimal' (fit against the consensus), 'input' "
+        "optimal",
+        "Per-particle scale: 'optimal' (fit against the consensus), 'input' "
         "(upstream alignments3D/alpha or rlnCtfScalefactor), or 'none' (1.0).",
-        choices=("optimal", "input", "none"))
+        choices=("optimal", "input", "none"),
+    )
     scale_min: float = _p(0.2, "Lower clamp of the optimal per-particle scale.", min=0.0)
     scale_max: float = _p(5.0, "Upper clamp of the optimal per-particle scale.", min=0.0)
-    use_fsc_filter: bool = _p(True, "Filter each class by its half-set FSC. Off = RELION-style "
-                              "regulariser with tau2_fudge.")
-    tau2_fudge: float = _p(4.0, "Regularisation T when FSC filtering is off (RELION's "
-                           "--tau2_fudge).", min=0.0)
-    highpass_res_A: float = _p(0.0, "Optional high-pass (Å) of the class volumes; 0 = off.",
-                               min=0.0)
+    use_fsc_filter: bool = _p(
+        True,
+        "Filter each class by its half-set FSC. Off = RELION-style regulariser with tau2_fudge.",
+    )
+    tau2_fudge: float = _p(
+        4.0, "Regularisation T when FSC filtering is off (RELION's --tau2_fudge).", min=0.0
+    )
+    highpass_res_A: float = _p(
+        0.0, "Optional high-pass (Å) of the class volumes; 0 = off.", min=0.0
+    )
     min_class_size: float = _p(
-        10.0, "A class whose effective size falls below this is re-seeded (and logged).", min=0.0)
+        10.0, "A class whose effective size falls below this is re-seeded (and logged).", min=0.0
+    )
     # ---- masks
-    mask_threshold: float = _p(0.2, "Auto solvent mask: threshold as a fraction of the "
-                               "low-passed consensus maximum.", min=0.0, max=1.0)
-    mask_dilate_A: float = _p(10.0, "Auto solvent mask: dilation (Å), mask = 1 within this.",
-                              min=0.0)
+    mask_threshold: float = _p(
+        0.2,
+        "Auto solvent mask: threshold as a fraction of the low-passed consensus maximum.",
+        min=0.0,
+        max=1.0,
+    )
+    mask_dilate_A: float = _p(
+        10.0, "Auto solvent mask: dilation (Å), mask = 1 within this.", min=0.0
+    )
     mask_soft_edge_A: float = _p(10.0, "Auto solvent mask: cosine soft edge width (Å).", min=0.0)
     # ---- outputs
-    reorder_by_size: bool = _p(False, "Reorder classes by size at the end (must be off when "
-                               "output_every_fem is on).")
+    reorder_by_size: bool = _p(
+        False, "Reorder classes by size at the end (must be off when output_every_fem is on)."
+    )
     output_every_fem: bool = _p(False, "Write outputs after every F-EM iteration.")
     # ---- engine
-    pad: int = _p(2, "Fourier padding factor of the class volumes (trilinear interpolation).",
-                  min=1, max=4)
+    pad: int = _p(
+        2, "Fourier padding factor of the class volumes (trilinear interpolation).", min=1, max=4
+    )
     chunk_size: int = _p(1024, "Particles per kernel call (bounds working memory).", min=1)
 
     # ------------------------------------------------------------------ validation
@@ -157,12 +200,14 @@ class ClassificationParams:
             raise ParameterError("filter_res_A", "must be set (a resolution in Å, e.g. 8)")
         if self.reorder_by_size and self.output_every_fem:
             raise ParameterError(
-                "reorder_by_size", "must be off when output_every_fem is on (as in CryoSPARC)")
+                "reorder_by_size", "must be off when output_every_fem is on (as in CryoSPARC)"
+            )
         if self.scale_min > self.scale_max:
             raise ParameterError("scale_min", "must not exceed scale_max")
         if self.class_similarity_anneal_end < self.class_similarity_anneal_start:
-            raise ParameterError("class_similarity_anneal_end",
-                                 "must not be before class_similarity_anneal_start")
+            raise ParameterError(
+                "class_similarity_anneal_end", "must not be before class_similarity_anneal_start"
+            )
         from .core.symmetry import parse_symmetry  # validates the symbol
 
         try:

@@ -29,8 +29,11 @@ def _analytic_projection(D, pts, w, sigma, A):
     q = pts @ A.T  # image point of atom p is (A p)[:2]
     img = np.zeros((D, D))
     for p, wi in zip(q, w):
-        img += wi * np.sqrt(2 * np.pi) * sigma * np.exp(
-            -((X2 - p[0]) ** 2 + (Y2 - p[1]) ** 2) / (2 * sigma**2)
+        img += (
+            wi
+            * np.sqrt(2 * np.pi)
+            * sigma
+            * np.exp(-((X2 - p[0]) ** 2 + (Y2 - p[1]) ** 2) / (2 * sigma**2))
         )
     return img
 
@@ -106,7 +109,7 @@ def test_backprojection_is_adjoint_of_slice_extraction(dtype, tol):
     rng = np.random.default_rng(0)
     D, K, n = 24, 2, 20
     geom = S.SliceGeometry(D, 2)
-    grid = (rng.normal(size=geom.grid_shape + (K,)) + 1j * rng.normal(size=geom.grid_shape + (K,)))
+    grid = rng.normal(size=geom.grid_shape + (K,)) + 1j * rng.normal(size=geom.grid_shape + (K,))
     grid = grid.astype(np.complex64)
     A = _random_rotations(n, seed=2)
     Pg = S._gather_xp(grid, A, geom)  # (n, M, K)
@@ -118,8 +121,19 @@ def test_backprojection_is_adjoint_of_slice_extraction(dtype, tol):
         num = np.zeros((2,) + geom.grid_shape + (1,), np.complex64)
         wgt = np.zeros((2,) + geom.grid_shape + (1,), np.float32)
         ones = np.ones((n, geom.M), np.float32)
-        S.backproject_weighted(A, y[..., k], ones, np.ones(n), np.ones(geom.M), np.ones((n, 1)),
-                               np.zeros(n, int), geom, num, wgt, rmin=0.0)
+        S.backproject_weighted(
+            A,
+            y[..., k],
+            ones,
+            np.ones(n),
+            np.ones(geom.M),
+            np.ones((n, 1)),
+            np.zeros(n, int),
+            geom,
+            num,
+            wgt,
+            rmin=0.0,
+        )
         rhs += np.sum((np.conj(num[0, ..., 0]) * grid[..., k]).real, dtype=np.float64)
     assert lhs == pytest.approx(rhs, rel=tol)
 

@@ -11,10 +11,8 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-_OPTS = dict(parallel=True, fastmath=True, cache=True, nogil=True)
 
-
-@nb.njit(**_OPTS)
+@nb.njit(parallel=True, fastmath=True, cache=True, nogil=True)
 def loglik_kernel(grid, A, kx, ky, wsig, X, C, alpha, pad, off, out):  # pragma: no cover - jit
     """out[i, k] = -½ Σ_m wsig[m] |X[i,m] − α_i C[i,m] V_k(q_im)|²  (float64)."""
     n = X.shape[0]
@@ -87,7 +85,7 @@ def loglik_kernel(grid, A, kx, ky, wsig, X, C, alpha, pad, off, out):  # pragma:
             out[i, k] = -0.5 * acc[k]
 
 
-@nb.njit(**_OPTS)
+@nb.njit(parallel=True, fastmath=True, cache=True, nogil=True)
 def backproject_kernel(
     A, kx, ky, wsig, X, C, alpha, r, half, pad, off, rmin, num, wgt, nblocks
 ):  # pragma: no cover - jit
@@ -161,7 +159,7 @@ def backproject_kernel(
                                 wgt[h, zz, yy, xx, k] += wc * wv
 
 
-@nb.njit(**_OPTS)
+@nb.njit(parallel=True, fastmath=True, cache=True, nogil=True)
 def slice_stats_kernel(grid, A, kx, ky, shell, X, C, pad, off, sxx, sxp, spp):  # pragma: no cover
     """Per-particle, per-shell sums against one volume (class 0 of ``grid``):
     ``sxx = Σ w|X|²``, ``sxp = Σ w Re(X* C V)``, ``spp = Σ w C²|V|²`` with the Hermitian weight

@@ -282,7 +282,13 @@ def _prep(A, X, C, alpha, wsig, xp):
 
 
 def loglik(
-    grid: Any, A: Any, X: Any, C: Any, alpha: Any, wsig: Any, geom: SliceGeometry,
+    grid: Any,
+    A: Any,
+    X: Any,
+    C: Any,
+    alpha: Any,
+    wsig: Any,
+    geom: SliceGeometry,
     impl: str = "auto",
 ) -> Any:
     """Gaussian log-likelihoods of particles under every class, fused (no projections kept).
@@ -310,14 +316,23 @@ def loglik(
     from ._slice_numba import loglik_kernel
 
     out = np.empty((X.shape[0], grid.shape[-1]), np.float64)
-    loglik_kernel(grid, A, geom.kx, geom.ky, wsig, X, C, alpha, np.float32(geom.pad),
-                  geom.off, out)
+    loglik_kernel(grid, A, geom.kx, geom.ky, wsig, X, C, alpha, np.float32(geom.pad), geom.off, out)
     return out
 
 
 def backproject_weighted(
-    A: Any, X: Any, C: Any, alpha: Any, wsig: Any, r: Any, half: Any, geom: SliceGeometry,
-    num: Any, wgt: Any, rmin: float = 1e-4, impl: str = "auto",
+    A: Any,
+    X: Any,
+    C: Any,
+    alpha: Any,
+    wsig: Any,
+    r: Any,
+    half: Any,
+    geom: SliceGeometry,
+    num: Any,
+    wgt: Any,
+    rmin: float = 1e-4,
+    impl: str = "auto",
 ) -> None:
     """Responsibility-weighted insertion of particles into K class accumulators (in place).
 
@@ -338,8 +353,23 @@ def backproject_weighted(
     from ._slice_numba import backproject_kernel
 
     nblocks = max(1, min(r.shape[1], numba.get_num_threads()))
-    backproject_kernel(A, geom.kx, geom.ky, wsig, X, C, alpha, r, half, np.float32(geom.pad),
-                       geom.off, np.float32(rmin), num, wgt, nblocks)
+    backproject_kernel(
+        A,
+        geom.kx,
+        geom.ky,
+        wsig,
+        X,
+        C,
+        alpha,
+        r,
+        half,
+        np.float32(geom.pad),
+        geom.off,
+        np.float32(rmin),
+        num,
+        wgt,
+        nblocks,
+    )
 
 
 def slice_stats(grid: Any, A: Any, X: Any, C: Any, geom: SliceGeometry) -> tuple[Any, Any, Any]:
@@ -364,8 +394,9 @@ def slice_stats(grid: Any, A: Any, X: Any, C: Any, geom: SliceGeometry) -> tuple
     from ._slice_numba import slice_stats_kernel
 
     sxx, sxp, spp = (np.zeros((n, S), np.float64) for _ in range(3))
-    slice_stats_kernel(grid, A, geom.kx, geom.ky, geom.shell, X, C, np.float32(geom.pad),
-                       geom.off, sxx, sxp, spp)
+    slice_stats_kernel(
+        grid, A, geom.kx, geom.ky, geom.shell, X, C, np.float32(geom.pad), geom.off, sxx, sxp, spp
+    )
     return sxx, sxp, spp
 
 
@@ -413,9 +444,19 @@ def backproject(
     C = xp.ones(X.shape, np.float32) if ctf is None else extract_disc(ctf, geom)
     num = xp.zeros((2,) + geom.grid_shape + (1,), np.complex64)
     wgt = xp.zeros((2,) + geom.grid_shape + (1,), np.float32)
-    backproject_weighted(rotations, X, C, xp.ones(n, np.float32), xp.asarray(geom.weight),
-                         xp.ones((n, 1), np.float32), xp.zeros(n, np.int64), geom, num, wgt,
-                         rmin=0.0)
+    backproject_weighted(
+        rotations,
+        X,
+        C,
+        xp.ones(n, np.float32),
+        xp.asarray(geom.weight),
+        xp.ones((n, 1), np.float32),
+        xp.zeros(n, np.int64),
+        geom,
+        num,
+        wgt,
+        rmin=0.0,
+    )
     return num[0], wgt[0], geom
 
 

@@ -31,3 +31,11 @@ __all__ = [
     "simulate",
     "voxelise",
 ]
+
+
+def __getattr__(name: str):  # oracle imports the engine: load it lazily
+    if name in ("oracle_labels", "oracle_loglik", "truth_grid"):
+        from . import oracle
+
+        return getattr(oracle, name)
+    raise AttributeError(name)

@@ -1,0 +1,159 @@
+"""Initial class volumes: 'simple' (random-subset reconstructions), 'pca' (PCA + k-means of many
+random-subset reconstructions) and 'input' (given volumes at the classification box).
+
+Example
+-------
+>>> from cryoclass.engine.init import subset_labels
+>>> lab, idx = subset_labels(n=10, n_sets=2, per_set=3, seed=0)
+>>> sorted(set(lab.tolist())), len(idx)
+([0, 1], 6)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ..backend import get_array_module, to_device, to_numpy
+from ..conventions import resample_volume
+from ..core.filters import lowpass
+from ..errors import InputFileError
+from .passes import hard_pass
+from .problem import Problem
+from .reconstruct import ClassStats, reconstruct
+
+__all__ = ["subset_labels", "init_simple", "init_pca", "init_input"]
+
+
+def subset_labels(n: int, n_sets: int, per_set: int, seed: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Disjoint random subsets: returns ``(labels, indices)`` (sorted by particle index)."""
+    perm = np.random.default_rng(seed).permutation(n)[: n_sets * per_set]
+    labels = np.repeat(np.arange(n_sets), per_set)
+    order = np.argsort(perm)
+    return labels[order], perm[order]
+
+
+def _subset_volumes(
+    prob: Problem,
+    n_sets: int,
+    per_set: int,
+    seed: Any,
+    wsig: Any,
+    alpha: Any,
+    mask: Any,
+    tau2: np.ndarray,
+    chunk_size: int,
+    check: Callable[[], None] | None,
+) -> Any:
+    xp = get_array_module(prob.X)
+    labels, idx = subset_labels(prob.n, n_sets, per_set, seed)
+    stats = ClassStats.zeros(prob.geom, n_sets, xp)
+    hard_pass(prob, idx, labels, stats, wsig, alpha, chunk_size, check)
+    rec = reconstruct(stats, prob.geom, mask, tau2_prev=np.repeat(tau2[:1], n_sets, axis=0))
+    return rec.volumes
+
+
+def _per_set(prob: Problem, K: int, requested: int) -> int:
+    return max(1, min(requested, prob.n // K))
+
+
+def init_simple(
+    prob: Problem,
+    K: int,
+    per_set: int,
+    init_res_A: float,
+    seed: int,
+    wsig: Any,
+    alpha: Any,
+    mask: Any,
+    tau2: np.ndarray,
+    chunk_size: int = 1024,
+    check: Callable[[], None] | None = None,
+) -> Any:
+    """K reconstructions from disjoint random subsets, low-passed to ``init_res_A``."""
+    vols = _subset_volumes(
+        prob, K, _per_set(prob, K, per_set), [seed, 1], wsig, alpha, mask, tau2, chunk_size, check
+    )
+    return _lowpass_masked(vols, init_res_A, prob, mask)
+
+
+def _lowpass_masked(vols: Any, res_A: float, prob: Problem, mask: Any) -> Any:
+    res = max(res_A, 2.0 * prob.pixel_size_c_A)
+    return (lowpass(vols, res, prob.pixel_size_c_A, kind="cosine") * mask[None]).astype(np.float32)
+
+
+def init_pca(
+    prob: Problem,
+    K: int,
+    per_set: int,
+    n_recon: int,
+    n_components: int,
+    init_res_A: float,
+    seed: int,
+    wsig: Any,
+    alpha: Any,
+    mask: Any,
+    tau2: np.ndarray,
+    chunk_size: int = 1024,
+    check: Callable[[], None] | None = None,
+    group: int = 8,
+) -> Any:
+    """PCA initialisation: ``n_recon`` random-subset reconstructions (low-passed, masked) →
+    PCA (``n_components``) → k-means into K groups → mean volume of each group."""
+    from scipy.cluster.vq import kmeans2
+
+    xp = get_array_module(prob.X)
+    per = max(1, min(per_set, prob.n // min(group, n_recon)))
+    vols: list[Any] = []
+    g = 0
+    while len(vols) < n_recon:
+        m = min(group, n_recon - len(vols), max(1, prob.n // per))
+        v = _subset_volumes(prob, m, per, [seed, 2, g], wsig, alpha, mask, tau2, chunk_size, check)
+        vols.extend(_lowpass_masked(v, init_res_A, prob, mask))
+        g += 1
+    V = xp.stack(vols)
+    flat = to_numpy(V.reshape(len(vols), -1)).astype(np.float64)
+    flat -= flat.mean(0)
+    u, s, _ = np.linalg.svd(flat, full_matrices=False)
+    coords = u[:, :n_components] * s[:n_components]
+    _, lab = kmeans2(coords, K, seed=np.random.default_rng([seed, 3]), minit="++")
+    out = []
+    for k in range(K):
+        members = np.nonzero(lab == k)[0]
+        if members.size == 0:  # empty cluster: fall back to one reconstruction
+            members = np.array([k % len(vols)])
+        out.append(V[xp.asarray(members)].mean(0))
+    return xp.stack(out).astype(np.float32)
+
+
+def init_input(
+    volumes: list[tuple[np.ndarray, float, str]],
+    prob: Problem,
+    consensus: Any,
+    mask: Any,
+) -> Any:
+    """Given volumes ``[(array, pixel_size_A, path), ...]`` → the classification box, scaled to
+    the consensus by least squares inside the mask."""
+    xp = get_array_module(consensus)
+    D, apix = prob.box, prob.pixel_size_A
+    out = []
+    for vol, vapix, path in volumes:
+        if vol.ndim != 3 or len(set(vol.shape)) != 1:
+            raise InputFileError(path, f"initial volume must be a cubic 3D map, got {vol.shape}")
+        if not np.all(np.isfinite(vol)):
+            raise InputFileError(path, "initial volume contains NaN or inf")
+        size_A, want_A = vol.shape[0] * vapix, D * apix
+        if abs(size_A - want_A) > 0.01 * want_A:
+            raise InputFileError(
+                path,
+                f"box {vol.shape[0]} px × {vapix:g} Å = {size_A:.1f} Å does not match the "
+                f"particles' {D} px × {apix:g} Å = {want_A:.1f} Å",
+            )
+        v = to_device(resample_volume(vol.astype(np.float32), prob.box_c), xp)
+        num = float(xp.sum(v * consensus * mask))
+        den = float(xp.sum(v * v * mask))
+        s = num / den if den > 0 else 1.0
+        out.append(v * np.float32(s) * mask)
+    return xp.stack(out).astype(np.float32)

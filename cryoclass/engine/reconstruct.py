@@ -1,0 +1,177 @@
+"""M-step: class sufficient statistics and their regularised solution into class volumes.
+
+Statistics per class ``k`` and half-set ``h`` on the padded half-space grid:
+``num = Σ r α C X / σ²`` and ``wgt = Σ r α² C² / σ²`` (from
+:func:`cryoclass.core.slices.backproject_weighted`). A class volume is the Wiener solution
+``V = num / (wgt + 1/τ²(ν))`` with ``τ²`` from the half-set FSC (``use_fsc_filter``: SSNR =
+2·FSC/(1−FSC) of the full map, τ² = SSNR / ⟨wgt⟩_shell — FSC filtering) or, RELION-style, from
+the class power spectrum times ``tau2_fudge``. Then back to real space, symmetrised, masked.
+
+Example
+-------
+>>> from cryoclass.core.slices import SliceGeometry
+>>> from cryoclass.engine.reconstruct import ClassStats
+>>> st = ClassStats.zeros(SliceGeometry(16, 2), K=3)
+>>> st.num.shape
+(2, 35, 35, 18, 3)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..backend import get_array_module, to_numpy
+from ..core.fsc import fsc_batched, ssnr_from_fsc
+from ..core.slices import SliceGeometry, grid_to_volumes
+from ..core.symmetry import symmetrize_volume
+
+__all__ = ["ClassStats", "Reconstruction", "reconstruct", "shell_mean"]
+
+
+@dataclass
+class ClassStats:
+    """Accumulated statistics: ``num (2, Z, Y, X, K)`` complex64, ``wgt`` float32 (same shape),
+    ``mass (K,)`` float64 = Σ r (in the same scaling as ``num``)."""
+
+    num: Any
+    wgt: Any
+    mass: Any
+
+    @classmethod
+    def zeros(cls, geom: SliceGeometry, K: int, xp: Any = np) -> ClassStats:
+        shape = (2,) + geom.grid_shape + (K,)
+        return cls(xp.zeros(shape, np.complex64), xp.zeros(shape, np.float32), np.zeros(K))
+
+    @property
+    def K(self) -> int:
+        return int(self.num.shape[-1])
+
+    def scale_(self, f: float) -> None:
+        """Multiply all statistics by ``f`` in place (O-EM forgetting)."""
+        self.num *= np.float32(f)
+        self.wgt *= np.float32(f)
+        self.mass = self.mass * f
+
+    def reset_class_(self, k: int) -> None:
+        self.num[..., k] = 0
+        self.wgt[..., k] = 0
+        self.mass[k] = 0.0
+
+
+def _folded(a: Any) -> Any:
+    """Copy of one half-set grid ``(Z, Y, X, K)`` with the x = 0 plane Hermitian-folded."""
+    xp = get_array_module(a)
+    out = a.copy()
+    plane = a[:, :, 0, :]
+    mirrored = plane[::-1, ::-1, :]
+    out[:, :, 0, :] = plane + (xp.conj(mirrored) if xp.iscomplexobj(a) else mirrored)
+    return out
+
+
+def shell_mean(grid: Any, geom: SliceGeometry) -> np.ndarray:
+    """Mean of a real grid ``(Z, Y, X, K)`` over each resolution shell → ``(K, S)`` float64."""
+    xp = get_array_module(grid)
+    sh = xp.asarray(geom.grid_shell).ravel()
+    S = geom.n_shells
+    K = grid.shape[-1]
+    flat = grid.reshape(-1, K)
+    keep = sh < S
+    counts = xp.bincount(sh[keep], minlength=S).astype(np.float64)
+    out = xp.stack(
+        [
+            xp.bincount(sh[keep], weights=flat[keep, k].astype(np.float64), minlength=S)
+            for k in range(K)
+        ]
+    )
+    return to_numpy(out / xp.maximum(counts, 1.0)[None, :])
+
+
+def _solve(num: Any, wgt: Any, reg: np.ndarray, geom: SliceGeometry) -> Any:
+    """``num / (wgt + reg(shell))`` on the grid; zero beyond the last shell."""
+    xp = get_array_module(num)
+    S = geom.n_shells
+    sh = xp.asarray(np.minimum(geom.grid_shell, S))  # S = "outside"
+    reg_ext = np.concatenate([reg, np.full((reg.shape[0], 1), np.inf)], axis=1)  # (K, S+1)
+    regg = xp.asarray(reg_ext.T.astype(np.float32))[sh]  # (Z, Y, X, K)
+    out = num / (wgt + regg)
+    out[~xp.isfinite(regg)] = 0
+    return out
+
+
+@dataclass
+class Reconstruction:
+    """Result of one M-step: real volumes (K, Dc, Dc, Dc) float32 (internal Fourier units),
+    half-set FSC (K, S), τ² (K, S) and the regulariser used."""
+
+    volumes: Any
+    fsc: np.ndarray
+    tau2: np.ndarray
+    halves: Any | None = None
+
+
+def reconstruct(
+    stats: ClassStats,
+    geom: SliceGeometry,
+    mask: Any,
+    *,
+    use_fsc_filter: bool = True,
+    tau2_prev: np.ndarray | None = None,
+    tau2_fudge: float = 4.0,
+    sym_ops: np.ndarray | None = None,
+    keep_halves: bool = False,
+) -> Reconstruction:
+    """Solve the class statistics into masked real-space class volumes (see module docstring).
+
+    ``mask``: (Dc, Dc, Dc) solvent mask, applied to half-maps for the FSC and to the result.
+    ``tau2_prev``: the previous τ² (regularises the half-maps; None → 1 % of the mean weight).
+    """
+    xp = get_array_module(stats.num)
+    S = geom.n_shells
+    halves = []
+    for h in (0, 1):
+        W = _folded(stats.wgt[h])
+        wm = shell_mean(W, geom)
+        reg_h = 1.0 / tau2_prev if tau2_prev is not None else 0.01 * np.maximum(wm, 1e-30)
+        halves.append(grid_to_volumes(_solve(_folded(stats.num[h]), W, reg_h, geom), geom))
+        del W
+    if sym_ops is not None and len(sym_ops) > 1:
+        halves = [xp.stack([symmetrize_volume(v, sym_ops) for v in hv]) for hv in halves]
+    _, fsc = fsc_batched(halves[0], halves[1], mask=mask, pixel_size_A=1.0)
+    fsc = np.nan_to_num(to_numpy(fsc)[:, :S], nan=0.0)
+    fsc[:, 0] = 1.0
+    W = _folded(stats.wgt[0] + stats.wgt[1])
+    wmean = np.maximum(shell_mean(W, geom), 1e-30)
+    if use_fsc_filter:
+        ssnr = np.maximum(ssnr_from_fsc(fsc, full_map=True), 1e-6)
+        tau2 = ssnr / wmean
+    else:
+        tau2 = _tau2_from_power(halves, geom, tau2_fudge)
+    Nsum = _folded(stats.num[0] + stats.num[1])
+    vols = grid_to_volumes(_solve(Nsum, W, 1.0 / np.maximum(tau2, 1e-30), geom), geom)
+    del W, Nsum
+    if sym_ops is not None and len(sym_ops) > 1:
+        vols = xp.stack([symmetrize_volume(v, sym_ops) for v in vols])
+    vols = vols * mask[None]
+    return Reconstruction(vols.astype(np.float32), fsc, tau2, halves if keep_halves else None)
+
+
+def _tau2_from_power(halves: list[Any], geom: SliceGeometry, fudge: float) -> np.ndarray:
+    """RELION-style τ²(ν) = T · ⟨|V|²⟩_shell of the class map (average of the two halves)."""
+    from ..core.fsc import shell_index
+
+    xp = get_array_module(halves[0])
+    vol = 0.5 * (halves[0] + halves[1])
+    F = xp.fft.rfftn(xp.fft.ifftshift(vol, axes=(1, 2, 3)), axes=(1, 2, 3))
+    D = vol.shape[-1]
+    sh = shell_index(D, xp).ravel()
+    S = geom.n_shells
+    keep = sh < S
+    cnt = xp.maximum(xp.bincount(sh[keep], minlength=S), 1)
+    p = (F.real**2 + F.imag**2).reshape(F.shape[0], -1)
+    ps = xp.stack(
+        [xp.bincount(sh[keep], weights=p[k, keep], minlength=S) / cnt for k in range(F.shape[0])]
+    )
+    return np.maximum(fudge * to_numpy(ps), 1e-30)
