@@ -1,0 +1,245 @@
+"""Command line: ``cryoclass classify | simulate | demo``.
+
+Every bad input or parameter ends in one clear line on stderr and a non-zero exit (no traceback):
+exit code 2 for bad input/parameters, 130 when interrupted (the output directory stays
+consistent; ``--resume`` continues).
+
+Example
+-------
+>>> from cryoclass.cli import build_parser
+>>> args = build_parser().parse_args(["classify", "p.star", "-K", "3", "--filter-res", "8",
+...                                   "-o", "out"])
+>>> args.n_classes, args.filter_res
+(3, 8.0)
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from . import __version__
+from .errors import CryoclassError
+
+__all__ = ["main", "build_parser", "ProgressPrinter"]
+
+
+def _add_classify(sub: Any) -> None:
+    c = sub.add_parser(
+        "classify",
+        help="3D classification without alignment",
+        description="Sort particles with known poses and CTF into K 3D classes (O-EM + F-EM).",
+    )
+    c.add_argument("particles", help="RELION .star or CryoSPARC .cs")
+    c.add_argument("-K", "--n-classes", dest="n_classes", type=int, required=True)
+    c.add_argument("--filter-res", type=float, required=True, help="filter resolution (Å)")
+    c.add_argument("-o", "--outdir", required=True)
+    c.add_argument("--passthrough", help="CryoSPARC passthrough .cs (merged by uid)")
+    c.add_argument("--project-dir", help="CryoSPARC/RELION project directory for image paths")
+    c.add_argument("--solvent-mask", help="solvent mask .mrc (default: auto from the consensus)")
+    c.add_argument("--focus-mask", help="focus mask .mrc (default: all ones)")
+    c.add_argument("--init-mode", choices=("simple", "pca", "input"), default="simple")
+    c.add_argument("--init-volumes", nargs="+", help="initial volumes (count = K)")
+    c.add_argument("--symmetry", default="C1")
+    c.add_argument("--hard", action="store_true", help="force hard classification")
+    c.add_argument("--scale", choices=("optimal", "input", "none"), default="optimal")
+    c.add_argument("--no-fsc-filter", action="store_true")
+    c.add_argument("--tau2-fudge", type=float, default=4.0)
+    c.add_argument("--convergence-pct", type=float, default=2.0)
+    c.add_argument("--no-rms-check", action="store_true", help="no RMS density change check")
+    c.add_argument("--rms-threshold", type=float, default=0.01)
+    c.add_argument("--max-fem-iters", type=int, default=20)
+    c.add_argument("--oem-epochs", type=int, default=5)
+    c.add_argument("--batch-per-class", type=int, default=1000)
+    c.add_argument("--lr-init", type=float, default=0.4)
+    c.add_argument("--lr-halflife", type=float, default=50.0, help="% of O-EM iterations")
+    c.add_argument("--class-similarity", type=float, default=0.5)
+    c.add_argument("--auto-class-similarity", action="store_true")
+    c.add_argument("--init-res", type=float, default=20.0)
+    c.add_argument("--highpass-res", type=float, default=0.0)
+    c.add_argument("--reorder-by-size", action="store_true")
+    c.add_argument("--output-every-fem", action="store_true")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
+    c.add_argument("--chunk-size", type=int, default=1024)
+    c.add_argument("--resume", action="store_true", help="continue from OUTDIR's checkpoint")
+    c.add_argument("--overwrite", action="store_true", help="replace a finished OUTDIR")
+    c.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cryoclass",
+        description="cryoclass: cryo-EM 3D classification without alignment",
+    )
+    parser.add_argument("--version", action="version", version=f"cryoclass {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_classify(sub)
+    from .sim import cli as sim_cli
+
+    s = sub.add_parser("simulate", help="simulate a dataset with ground truth")
+    sim_cli.add_arguments(s)
+    from . import demo
+
+    d = sub.add_parser("demo", help="simulate, classify, report accuracy (the quick start)")
+    demo.add_arguments(d)
+    return parser
+
+
+def params_from_args(a: argparse.Namespace) -> Any:
+    from .params import ClassificationParams
+
+    return ClassificationParams(
+        n_classes=a.n_classes,
+        filter_res_A=a.filter_res,
+        init_mode=a.init_mode,
+        symmetry=a.symmetry,
+        force_hard=a.hard,
+        per_particle_scale=a.scale,
+        use_fsc_filter=not a.no_fsc_filter,
+        tau2_fudge=a.tau2_fudge,
+        convergence_pct=a.convergence_pct,
+        rms_change_check=not a.no_rms_check,
+        rms_change_threshold=a.rms_threshold,
+        max_fem_iters=a.max_fem_iters,
+        oem_epochs=a.oem_epochs,
+        oem_batch_size_per_class=a.batch_per_class,
+        oem_learning_rate_init=a.lr_init,
+        oem_learning_rate_halflife_pct=a.lr_halflife,
+        class_similarity=a.class_similarity,
+        auto_tune_class_similarity=a.auto_class_similarity,
+        init_res_A=a.init_res,
+        highpass_res_A=a.highpass_res,
+        reorder_by_size=a.reorder_by_size,
+        output_every_fem=a.output_every_fem,
+        seed=a.seed,
+        device=a.device,
+        chunk_size=a.chunk_size,
+    )
+
+
+class ProgressPrinter:
+    """A CLI subscriber: a tqdm bar per phase, one line per iteration, a summary at the end."""
+
+    def __init__(self, stream: Any = None, bar: bool = True):
+        self.stream = stream or sys.stderr
+        self.bar_enabled = bar
+        self._bar: Any = None
+        self._phase = ""
+
+    def _close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def __call__(self, e: Any) -> None:
+        from tqdm.auto import tqdm
+
+        name = type(e).__name__
+        if name == "JobStarted":
+            print(
+                f"cryoclass {__version__}: {e.n_particles} particles, K = {e.n_classes}; "
+                f"box {e.box} px at {e.pixel_size_A:.3g} Å → classification box {e.box_c} px "
+                f"at {e.pixel_size_c_A:.3g} Å (filter {e.params.filter_res_A:g} Å)",
+                file=self.stream,
+            )
+        elif name == "PhaseStarted":
+            self._close()
+            self._phase = e.phase
+        elif name == "Progress" and self.bar_enabled:
+            if self._bar is None or self._bar.total != e.total or e.done <= self._bar.n:
+                self._close()
+                self._bar = tqdm(
+                    total=e.total,
+                    desc=f"{e.phase:>10}",
+                    unit="ptcl",
+                    file=self.stream,
+                    leave=False,
+                    dynamic_ncols=True,
+                )
+            self._bar.update(e.done - self._bar.n)
+        elif name == "IterationFinished":
+            self._close()
+            sizes = "/".join(str(int(round(m))) for m in e.class_mass)
+            sw = "" if e.pct_switched != e.pct_switched else f" switched {e.pct_switched:.2f}%"
+            eta = e.eta_remaining_s
+            print(
+                f"{e.phase.upper():>4} {e.iteration + 1:3d}  η={e.eta:.3f} β={e.beta:.2f} "
+                f"sizes {sizes}{sw} RMS Δ {e.rms_change:.4f} ESS {e.mean_ess:.2f} "
+                f"({e.elapsed_s:.1f} s, ≤{eta:.0f} s left)",
+                file=self.stream,
+            )
+        elif name == "ClassesReseeded":
+            print(f"NOTE {e.message}", file=self.stream)
+        elif name == "JobFinished":
+            self._close()
+            print(f"finished in {e.time_s:.1f} s: {e.reason}", file=self.stream)
+        elif name == "JobCancelledEvent":
+            self._close()
+            print(
+                f"cancelled during {e.phase}; the output directory can be resumed", file=self.stream
+            )
+
+
+def cmd_classify(a: argparse.Namespace, argv: Sequence[str]) -> int:
+    from .engine.job import Classification
+    from .io.particles import read_particles
+
+    params = params_from_args(a)
+    particles = read_particles(a.particles, passthrough=a.passthrough, project_dir=a.project_dir)
+    job = Classification(
+        particles,
+        params,
+        solvent_mask=a.solvent_mask,
+        focus_mask=a.focus_mask,
+        init_volumes=a.init_volumes,
+        outdir=a.outdir,
+        resume=a.resume,
+        overwrite=a.overwrite,
+        command="cryoclass " + shlex.join(argv),
+    )
+    job.subscribe(ProgressPrinter(bar=not a.quiet))
+    try:
+        result = job.run()
+    except KeyboardInterrupt:
+        print("interrupted; OUTDIR holds the last checkpoint (use --resume)", file=sys.stderr)
+        return 130
+    if result is None:
+        return 130
+    print(result.class_table().to_string(index=False), file=sys.stdout)
+    print(f"outputs in {a.outdir}", file=sys.stdout)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    t0 = time.perf_counter()
+    try:
+        if args.command == "classify":
+            return cmd_classify(args, argv)
+        if args.command == "simulate":
+            from .sim import cli as sim_cli
+
+            return int(sim_cli.run(args))
+        if args.command == "demo":
+            from . import demo
+
+            return int(demo.run(args))
+    except CryoclassError as e:
+        print(f"cryoclass {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"interrupted after {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+        return 130
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
