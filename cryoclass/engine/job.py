@@ -85,6 +85,8 @@ class Classification:
         ``overwrite``; ``resume`` continues from its checkpoint.
     command : str
         Command line recorded in ``params.yaml``.
+    provenance : dict, optional
+        Recorded in ``params.yaml`` (set by :func:`cryoclass.followup.reclassify`).
     """
 
     def __init__(
@@ -99,6 +101,7 @@ class Classification:
         resume: bool = False,
         overwrite: bool = False,
         command: str = "",
+        provenance: dict[str, Any] | None = None,
         **overrides: Any,
     ):
         if params is None:
@@ -119,6 +122,7 @@ class Classification:
         self._inputs = self._check_inputs(solvent_mask, focus_mask, init_volumes)
         self.outdir = Path(outdir) if outdir is not None else None
         self.command = command
+        self.provenance = provenance
         self._resume = resume
         if self.outdir is not None:
             self._check_outdir(overwrite, resume)
@@ -295,6 +299,7 @@ class Classification:
             reason=st.reason,
             log=list(st.log),
             command=self.command,
+            provenance=self.provenance,
         )
         if self.outdir is not None:
             files = self.result.write(self.outdir)

@@ -58,6 +58,9 @@ class ClassificationResult:
     reason: str
     log: list[str] = field(default_factory=list)
     command: str = ""
+    #: Where the particles came from when this classification re-classifies a subset of another
+    #: (``{parent_outdir, parent_command, classes}``); written into ``params.yaml``.
+    provenance: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ derived data
     @property
@@ -265,6 +268,8 @@ class ClassificationResult:
             "stop_reason": self.reason,
             "log": list(self.log),
         }
+        if self.provenance:
+            doc["provenance"] = dict(self.provenance)
         with atomic_path(path) as tmp, open(tmp, "w") as fh:
             yaml.safe_dump(doc, fh, sort_keys=False, allow_unicode=True)
         return path
