@@ -1,4 +1,4 @@
-"""Command line: ``cryoclass classify | simulate | demo``.
+"""Command line: ``cryoclass classify | simulate | demo | reconstruct | regroup | reclassify``.
 
 Every bad input or parameter ends in one clear line on stderr and a non-zero exit (no traceback):
 exit code 2 for bad input/parameters, 130 when interrupted (the output directory stays
@@ -71,6 +71,13 @@ def _add_classify(sub: Any) -> None:
     c.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def _add_followup(sub: Any) -> None:
+    """``reconstruct``, ``regroup``, ``reclassify`` (see :mod:`cryoclass.followup.cli`)."""
+    from .followup import cli as followup_cli
+
+    followup_cli.add_parsers(sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cryoclass",
@@ -87,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="simulate, classify, report accuracy (the quick start)")
     demo.add_arguments(d)
+    _add_followup(sub)
     return parser
 
 
@@ -231,6 +239,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from . import demo
 
             return int(demo.run(args))
+        if args.command in ("reconstruct", "regroup", "reclassify"):
+            from .followup import cli as followup_cli
+
+            return followup_cli.run(args, argv)
     except CryoclassError as e:
         print(f"cryoclass {args.command}: error: {e}", file=sys.stderr)
         return 2
