@@ -68,7 +68,7 @@ def _add_regroup(sub: Any) -> None:
         description="Cluster the class maps of a classification OUTDIR into superclasses "
         "(real-space correlation inside the solvent mask).",
     )
-    c.add_argument("result_dir", help="classification OUTDIR (or a reconstruct OUTDIR's source)")
+    c.add_argument("result_dir", help="classification OUTDIR")
     c.add_argument("-n", "--n-superclasses", type=int, required=True)
     c.add_argument("-o", "--outdir", required=True)
     c.add_argument("--min-class-size", type=float, default=0.0, help="particles (default 0)")

@@ -280,7 +280,8 @@ def reconstruct_classes(
     pad : int
         Fourier padding of the reconstruction grid.
     filter_res_A : float, optional
-        Reconstruct at a coarser resolution (smaller box); default Nyquist, ``2·pixel_size_A``.
+        Reconstruct at a coarser resolution (smaller box); default Nyquist, ``2·pixel_size_A``
+        (the full box; an odd box ``D`` gives maps of the engine's even box ``D − 1``).
     per_particle_scale : {'optimal', 'input', 'none'}
         Scales α fitted against the consensus, taken from the input, or 1.
     device : {'cpu', 'gpu'}
@@ -369,15 +370,15 @@ def reconstruct_classes(
         # halves with their own FSC would suppress their high-frequency noise and let the
         # mask's leakage of low-frequency signal inflate the masked FSC there.
         rec = reconstruct(stats, g, mask0, sym_ops=sym_ops, keep_halves=True)
-        assert rec.halves is not None
+        hv = list(rec.halves or ())
         vols[grp] = to_numpy(rec.volumes) * dens
         for h in (0, 1):
-            halves[h, grp] = to_numpy(rec.halves[h]) * dens
+            halves[h, grp] = to_numpy(hv[h]) * dens
         fsc_m[grp] = rec.fsc
-        _, fu = fsc_batched(rec.halves[0], rec.halves[1], mask=None, pixel_size_A=apix_c)
+        _, fu = fsc_batched(hv[0], hv[1], mask=None, pixel_size_A=apix_c)
         fsc_u[grp] = np.nan_to_num(to_numpy(fu)[:, :S], nan=0.0)
         fsc_u[grp, 0] = 1.0
-        del stats, rec
+        del stats, rec, hv
     if progress is not None:
         progress("classes", len(groups), len(groups))
     scale = np.full(N, np.nan, np.float32)
