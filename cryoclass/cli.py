@@ -28,6 +28,13 @@ from .errors import CryoclassError
 __all__ = ["main", "build_parser", "ProgressPrinter"]
 
 
+def _d(name: str) -> Any:
+    """The API default of a parameter (one source of truth for the CLI and the widgets)."""
+    from .params import ClassificationParams
+
+    return ClassificationParams.__dataclass_fields__[name].default
+
+
 def _add_classify(sub: Any) -> None:
     c = sub.add_parser(
         "classify",
@@ -42,30 +49,42 @@ def _add_classify(sub: Any) -> None:
     c.add_argument("--project-dir", help="CryoSPARC/RELION project directory for image paths")
     c.add_argument("--solvent-mask", help="solvent mask .mrc (default: auto from the consensus)")
     c.add_argument("--focus-mask", help="focus mask .mrc (default: all ones)")
-    c.add_argument("--init-mode", choices=("simple", "pca", "input"), default="simple")
+    c.add_argument("--init-mode", choices=("simple", "pca", "input"), default=_d("init_mode"))
     c.add_argument("--init-volumes", nargs="+", help="initial volumes (count = K)")
-    c.add_argument("--symmetry", default="C1")
+    c.add_argument("--symmetry", default=_d("symmetry"))
     c.add_argument("--hard", action="store_true", help="force hard classification")
-    c.add_argument("--scale", choices=("optimal", "input", "none"), default="optimal")
+    c.add_argument(
+        "--scale", choices=("optimal", "input", "none"), default=_d("per_particle_scale")
+    )
     c.add_argument("--no-fsc-filter", action="store_true")
-    c.add_argument("--tau2-fudge", type=float, default=4.0)
-    c.add_argument("--convergence-pct", type=float, default=2.0)
+    c.add_argument("--tau2-fudge", type=float, default=_d("tau2_fudge"))
+    c.add_argument("--convergence-pct", type=float, default=_d("convergence_pct"))
     c.add_argument("--no-rms-check", action="store_true", help="no RMS density change check")
-    c.add_argument("--rms-threshold", type=float, default=0.01)
-    c.add_argument("--max-fem-iters", type=int, default=20)
-    c.add_argument("--oem-epochs", type=int, default=5)
-    c.add_argument("--batch-per-class", type=int, default=1000)
-    c.add_argument("--lr-init", type=float, default=0.4)
-    c.add_argument("--lr-halflife", type=float, default=50.0, help="% of O-EM iterations")
-    c.add_argument("--class-similarity", type=float, default=0.5)
+    c.add_argument(
+        "--no-shrink-to-consensus",
+        action="store_true",
+        help="regularise classes towards zero (CryoSPARC/RELION) instead of the consensus",
+    )
+    c.add_argument("--rms-threshold", type=float, default=_d("rms_change_threshold"))
+    c.add_argument("--max-fem-iters", type=int, default=_d("max_fem_iters"))
+    c.add_argument("--oem-epochs", type=int, default=_d("oem_epochs"))
+    c.add_argument("--batch-per-class", type=int, default=_d("oem_batch_size_per_class"))
+    c.add_argument("--lr-init", type=float, default=_d("oem_learning_rate_init"))
+    c.add_argument(
+        "--lr-halflife",
+        type=float,
+        default=_d("oem_learning_rate_halflife_pct"),
+        help="% of O-EM iterations",
+    )
+    c.add_argument("--class-similarity", type=float, default=_d("class_similarity"))
     c.add_argument("--auto-class-similarity", action="store_true")
-    c.add_argument("--init-res", type=float, default=20.0)
-    c.add_argument("--highpass-res", type=float, default=0.0)
+    c.add_argument("--init-res", type=float, default=_d("init_res_A"))
+    c.add_argument("--highpass-res", type=float, default=_d("highpass_res_A"))
     c.add_argument("--reorder-by-size", action="store_true")
     c.add_argument("--output-every-fem", action="store_true")
-    c.add_argument("--seed", type=int, default=0)
-    c.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
-    c.add_argument("--chunk-size", type=int, default=1024)
+    c.add_argument("--seed", type=int, default=_d("seed"))
+    c.add_argument("--device", choices=("cpu", "gpu"), default=_d("device"))
+    c.add_argument("--chunk-size", type=int, default=_d("chunk_size"))
     c.add_argument("--resume", action="store_true", help="continue from OUTDIR's checkpoint")
     c.add_argument("--overwrite", action="store_true", help="replace a finished OUTDIR")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -112,6 +131,7 @@ def params_from_args(a: argparse.Namespace) -> Any:
         tau2_fudge=a.tau2_fudge,
         convergence_pct=a.convergence_pct,
         rms_change_check=not a.no_rms_check,
+        shrink_to_consensus=not a.no_shrink_to_consensus,
         rms_change_threshold=a.rms_threshold,
         max_fem_iters=a.max_fem_iters,
         oem_epochs=a.oem_epochs,

@@ -54,9 +54,11 @@ class ClassificationParams:
         "C1", "Point-group symmetry enforced on every class (C1, Cn, Dn, T, O, I).", "common"
     )
     init_mode: str = _p(
-        "simple",
-        "Initialisation: 'simple' (random-subset reconstructions), "
-        "'pca' (PCA of many random-subset reconstructions, then k-means), or "
+        "pca",
+        "Initialisation: 'pca' (default here; PCA of many random-subset reconstructions, then "
+        "k-means — found the true states where 'simple' fell into local optima), 'simple' "
+        "(CryoSPARC's default: K random-subset reconstructions), "
+        "or "
         "'input' (the given initial volumes; their count must equal K).",
         "common",
         choices=("simple", "pca", "input"),
@@ -142,6 +144,13 @@ class ClassificationParams:
     use_fsc_filter: bool = _p(
         True,
         "Filter each class by its half-set FSC. Off = RELION-style regulariser with tau2_fudge.",
+    )
+    shrink_to_consensus: bool = _p(
+        True,
+        "F-EM: regularise each class towards the consensus (prior mean = consensus, strength "
+        "from the FSC of class-minus-consensus half-maps) instead of towards zero. What is "
+        "reproducible about a class is its difference from the consensus; this removes most of "
+        "the noise from the class comparison.",
     )
     tau2_fudge: float = _p(
         4.0, "Regularisation T when FSC filtering is off (RELION's --tau2_fudge).", min=0.0

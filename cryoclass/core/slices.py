@@ -46,6 +46,7 @@ __all__ = [
     "volumes_to_grid",
     "grid_to_volumes",
     "enforce_hermitian",
+    "volumes_to_solution_grid",
     "loglik",
     "backproject_weighted",
     "slice_stats",
@@ -179,6 +180,15 @@ def volumes_to_grid(vols: Any, geom: SliceGeometry, dtype: Any = np.complex64) -
     sub = F[:, idx][:, :, idx][:, :, :, : R + 1]  # (K, 2R, 2R, R+1)
     grid[off - R : off + R, off - R : off + R, : R + 1, :] = xp.moveaxis(sub, 0, -1)
     return grid
+
+
+def volumes_to_solution_grid(vols: Any, geom: SliceGeometry) -> Any:
+    """The grid ``G`` with ``grid_to_volumes(G) == vols``: the representation of a volume in which
+    back-projected solutions ``num / wgt`` live (no interpolation pre-correction). Used as the
+    prior mean of a regularised solve."""
+    xp = get_array_module(vols)
+    apod = _gridding_apodisation(vols.shape[-1], geom.pad * geom.Dc, xp)
+    return volumes_to_grid((vols * apod**2).astype(np.float32), geom)
 
 
 def enforce_hermitian(grid: Any, geom: SliceGeometry) -> Any:

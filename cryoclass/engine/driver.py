@@ -17,7 +17,7 @@ import numpy as np
 
 from ..backend import to_numpy
 from ..core.masks import auto_solvent_mask, spherical_mask
-from ..core.slices import volumes_to_grid
+from ..core.slices import volumes_to_grid, volumes_to_solution_grid
 from ..events import ClassesReseeded, IterationFinished, PhaseStarted, Progress
 from ..params import ClassificationParams
 from .em import (
@@ -30,7 +30,7 @@ from .em import (
 from .init import init_input, init_pca, init_simple
 from .passes import consensus_pass, em_pass, stats_pass
 from .problem import Problem
-from .reconstruct import ClassStats, reconstruct
+from .reconstruct import ClassStats, ConsensusPrior, reconstruct
 from .state import EMState
 
 __all__ = ["run_algorithm"]
@@ -81,7 +81,7 @@ class Driver:
             vols = f * vols + (1 - f) * xp.asarray(st.consensus)[None]
         return volumes_to_grid(vols.astype(np.float32), self.geom)
 
-    def _recon(self, stats: ClassStats, tau2_prev: Any, mask: Any):
+    def _recon(self, stats: ClassStats, tau2_prev: Any, mask: Any, **kw: Any):
         return reconstruct(
             stats,
             self.geom,
@@ -90,6 +90,7 @@ class Driver:
             tau2_prev=tau2_prev,
             tau2_fudge=self.p.tau2_fudge,
             sym_ops=self.sym_ops,
+            **kw,
         )
 
     def _postprocess(self, vols: Any) -> Any:
@@ -139,9 +140,10 @@ class Driver:
                 soft_edge_A=p.mask_soft_edge_A,
             )
             st.solvent_mask = to_numpy(solvent * sphere).astype(np.float32)
-            rec = self._recon(stats, rec.tau2, st.solvent_mask)
         else:
             st.solvent_mask = to_numpy(mask0).astype(np.float32)
+        rec = self._recon(stats, rec.tau2, st.solvent_mask, keep_halves=True)
+        st.consensus_halves = np.stack([to_numpy(h[0]) for h in rec.halves]).astype(np.float32)
         st.consensus = to_numpy(rec.volumes[0])
         st.consensus_fsc = rec.fsc[0]
         st.consensus_tau2 = rec.tau2
@@ -304,7 +306,13 @@ class Driver:
         st = self.st
         if st.stats is None:
             raise RuntimeError("M-step without statistics")
-        rec = self._recon(st.stats, st.tau2, st.solvent_mask)
+        prior = None
+        if st.phase == "fem" and self.p.shrink_to_consensus and self.p.use_fsc_filter:
+            prior = ConsensusPrior(
+                volumes_to_solution_grid(self.xp.asarray(st.consensus)[None], self.geom),
+                self.xp.asarray(st.consensus_halves),
+            )
+        rec = self._recon(st.stats, st.tau2, st.solvent_mask, prior=prior)
         st.prev_volumes = st.volumes
         st.volumes = to_numpy(self._postprocess(rec.volumes)).astype(np.float32)
         st.fsc, st.tau2 = rec.fsc, rec.tau2

@@ -28,7 +28,7 @@ from ..core.fsc import fsc_batched, ssnr_from_fsc
 from ..core.slices import SliceGeometry, grid_to_volumes
 from ..core.symmetry import symmetrize_volume
 
-__all__ = ["ClassStats", "Reconstruction", "reconstruct", "shell_mean"]
+__all__ = ["ClassStats", "ConsensusPrior", "Reconstruction", "reconstruct", "shell_mean"]
 
 
 @dataclass
@@ -89,15 +89,21 @@ def shell_mean(grid: Any, geom: SliceGeometry) -> np.ndarray:
     return to_numpy(out / xp.maximum(counts, 1.0)[None, :])
 
 
-def _solve(num: Any, wgt: Any, reg: np.ndarray, geom: SliceGeometry) -> Any:
-    """``num / (wgt + reg(shell))`` on the grid; zero beyond the last shell."""
+def _solve(num: Any, wgt: Any, reg: np.ndarray, geom: SliceGeometry, prior: Any = None) -> Any:
+    """``(num + reg·prior) / (wgt + reg(shell))`` on the grid (``prior`` = 0 when None: Wiener
+    shrinkage towards zero); zero beyond the last shell."""
     xp = get_array_module(num)
     S = geom.n_shells
     sh = xp.asarray(np.minimum(geom.grid_shell, S))  # S = "outside"
     reg_ext = np.concatenate([reg, np.full((reg.shape[0], 1), np.inf)], axis=1)  # (K, S+1)
     regg = xp.asarray(reg_ext.T.astype(np.float32))[sh]  # (Z, Y, X, K)
-    out = num / (wgt + regg)
-    out[~xp.isfinite(regg)] = 0
+    finite = xp.isfinite(regg)
+    if prior is None:
+        out = num / (wgt + regg)
+    else:
+        r0 = xp.where(finite, regg, 0)
+        out = (num + r0 * prior) / (wgt + regg)
+    out[~finite] = 0
     return out
 
 
@@ -112,6 +118,17 @@ class Reconstruction:
     halves: Any | None = None
 
 
+@dataclass
+class ConsensusPrior:
+    """Shrink class volumes towards the consensus instead of towards zero: ``grid`` is the
+    consensus in solution representation (``volumes_to_solution_grid``, shape (Z, Y, X, 1)) and
+    ``halves`` its two half-maps (2, Dc, Dc, Dc). The regulariser then comes from the FSC of the
+    class-minus-consensus half-maps: what is reproducible about a class is its difference."""
+
+    grid: Any
+    halves: Any
+
+
 def reconstruct(
     stats: ClassStats,
     geom: SliceGeometry,
@@ -122,6 +139,7 @@ def reconstruct(
     tau2_fudge: float = 4.0,
     sym_ops: np.ndarray | None = None,
     keep_halves: bool = False,
+    prior: ConsensusPrior | None = None,
 ) -> Reconstruction:
     """Solve the class statistics into masked real-space class volumes (see module docstring).
 
@@ -150,7 +168,16 @@ def reconstruct(
     else:
         tau2 = _tau2_from_power(halves, geom, tau2_fudge)
     Nsum = _folded(stats.num[0] + stats.num[1])
-    vols = grid_to_volumes(_solve(Nsum, W, 1.0 / np.maximum(tau2, 1e-30), geom), geom)
+    prior_grid, tau2_solve = None, tau2
+    if prior is not None:
+        dev = [halves[h] - prior.halves[h][None] for h in (0, 1)]
+        _, fsc_dev = fsc_batched(dev[0], dev[1], mask=mask, pixel_size_A=1.0)
+        fsc_dev = np.nan_to_num(to_numpy(fsc_dev)[:, :S], nan=0.0)
+        tau2_solve = np.maximum(ssnr_from_fsc(fsc_dev, full_map=True), 1e-6) / wmean
+        prior_grid = prior.grid
+    vols = grid_to_volumes(
+        _solve(Nsum, W, 1.0 / np.maximum(tau2_solve, 1e-30), geom, prior_grid), geom
+    )
     del W, Nsum
     if sym_ops is not None and len(sym_ops) > 1:
         vols = xp.stack([symmetrize_volume(v, sym_ops) for v in vols])
