@@ -172,11 +172,16 @@ def test_sync_figure_updates_in_place_and_replaces_on_change():
     import plotly.graph_objects as go
 
     fig = go.FigureWidget(F.placeholder_figure("t", "wait"))
+    sent = []
+    send = fig._send_relayout_msg
+    fig._send_relayout_msg = lambda d, **k: (sent.append(d), send(d, **k))
     a = F.class_histogram_figure(np.array([1, 2]), np.array([1.5, 1.5]))
     with fig.batch_update():
         F.sync_figure(fig, a)
     assert [t.type for t in fig.data] == ["bar", "bar"] and fig.layout.annotations == ()
     assert fig.layout.xaxis.visible is None  # the placeholder's hidden axes are gone
+    # ... in the browser too: the removed keys were sent as null
+    assert {"xaxis.visible", "yaxis.visible", "annotations"} <= set(sent[0])
     bar = fig.data[0]
     with fig.batch_update():
         F.sync_figure(fig, F.class_histogram_figure(np.array([5, 6]), np.array([5.5, 5.5])))
@@ -337,11 +342,11 @@ def test_viewer_swaps_add_then_remove_and_modes():
     rng = np.random.default_rng(1)
     vols = rng.random((3, 24, 24, 24)).astype(np.float32)
     v.set_data(volumes=vols, consensus=vols.mean(0), pixel_size_A=4.0)
-    ids = [c.id for c, _ in v._comps]
+    ids = [c.id for c, *_ in v._comps]
     assert v.n_components == 3 and len(v.view._ngl_component_ids) == 3
     v.set_data(volumes=vols * 2)
-    assert v.n_components == 3 and not {c.id for c, _ in v._comps} & set(ids)
-    assert v.view._ngl_component_ids == [c.id for c, _ in v._comps]  # old ones removed
+    assert v.n_components == 3 and not {c.id for c, *_ in v._comps} & set(ids)
+    assert v.view._ngl_component_ids == [c.id for c, *_ in v._comps]  # old ones removed
     loads = [m for m in v.view._ngl_msg_archive if m["methodName"] == "loadFile"]
     assert len(loads) == 3  # the message archive does not grow with every swap
     v.show.value = "1"

@@ -228,6 +228,7 @@ class Dashboard:
         except Exception as e:  # noqa: BLE001 - e.g. the engine is not installed
             return self._say(f"Could not create the job: {type(e).__name__}: {e}", error=True)
         self.job, self._stop_requested = job, False
+        self.job_thread = None  # the updater must not see the previous run's (dead) thread
         self.state = RunState()
         self.errors = []
         self.plots.reset()

@@ -41,8 +41,8 @@ __all__ = [
 ]
 
 _BASE_LAYOUT: dict[str, Any] = dict(
-    width=560,
-    height=380,
+    width=470,
+    height=360,
     margin=dict(l=60, r=20, t=50, b=50),
     template="plotly_white",
     font=dict(size=11),
@@ -528,6 +528,10 @@ def sync_figure(target: go.Figure, new: go.Figure) -> None:
         target.data = []
         if new.data:
             target.add_traces(list(new.data))
+        # a new layout object only sends its own keys: unset the old ones explicitly
+        gone = _removed_paths(old_lay, lay)
+        if gone:
+            target.plotly_relayout(dict.fromkeys(gone))
         target.layout = new.layout
         return
     for old_t, new_t in zip(target.data, new.data):
@@ -537,3 +541,16 @@ def sync_figure(target: go.Figure, new: go.Figure) -> None:
     lay.setdefault("annotations", [])
     lay.setdefault("shapes", [])
     target.layout.update(lay, overwrite=True)
+
+
+def _removed_paths(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted layout paths set in ``old`` but unset (or emptied) in ``new``."""
+    out = []
+    for k, v in old.items():
+        path = f"{prefix}{k}"
+        nv = new.get(k)
+        if isinstance(v, dict) and isinstance(nv, dict):
+            out += _removed_paths(v, nv, path + ".")
+        elif nv is None or (isinstance(nv, (list, tuple)) and not nv and v):
+            out.append(path)
+    return out

@@ -153,7 +153,7 @@ class LivePlots:
             box.add_class(f"cc-plot-{name}")
             boxes.append(box)
         grid = W.GridBox(
-            boxes, layout=W.Layout(grid_template_columns="repeat(2, 580px)", grid_gap="6px")
+            boxes, layout=W.Layout(grid_template_columns="repeat(2, 480px)", grid_gap="6px")
         )
         self.widget = W.VBox(
             [

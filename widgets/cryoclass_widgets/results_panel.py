@@ -30,7 +30,7 @@ _COLS = ("select", "class", "size", "effective size", "FSC res. (Å)")
 
 
 def _cell(text: str = "", bold: bool = False) -> W.HTML:
-    return W.HTML(f"<b>{text}</b>" if bold else text, layout=W.Layout(margin="0 8px"))
+    return W.HTML(f"<b>{text}</b>" if bold else text, layout=W.Layout(margin="0 4px"))
 
 
 class ResultsPanel:
@@ -44,14 +44,14 @@ class ResultsPanel:
         self.result: Any = None
         self.rows: list[dict[str, W.Widget]] = []
         self.grid = W.GridBox(
-            layout=W.Layout(grid_template_columns="60px 110px 100px 130px 130px", grid_gap="2px 0")
+            layout=W.Layout(grid_template_columns="40px 90px 70px 140px 100px", grid_gap="2px 0")
         )
         self.grid.add_class("cc-class-table")
         self.outdir = W.Text(
             value="cryoclass_out",
             description="output folder",
             style={"description_width": "100px"},
-            layout=W.Layout(width="380px"),
+            layout=W.Layout(width="440px"),
         )
         self.fmt_star = W.Checkbox(
             value=True, description=".star", indent=False, layout=W.Layout(width="70px")
@@ -89,15 +89,9 @@ class ResultsPanel:
                 W.HTML("<h3 style='margin:4px 0'>Classes</h3>"),
                 self.grid,
                 W.HBox([W.Label("select:"), self.all_button, self.none_button]),
-                W.HBox(
-                    [
-                        self.outdir,
-                        self.fmt_star,
-                        self.fmt_cs,
-                        self.export_button,
-                        self.write_all_button,
-                    ]
-                ),
+                self.outdir,
+                W.HBox([W.Label("formats:"), self.fmt_star, self.fmt_cs]),
+                W.HBox([self.export_button, self.write_all_button]),
                 self.status,
             ]
         )

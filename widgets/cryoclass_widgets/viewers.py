@@ -86,7 +86,7 @@ class VolumeViewer:
         *,
         max_display_box: int = 48,
         max_overlay: int = 8,
-        width: str = "560px",
+        width: str = "500px",
         height: str = "420px",
     ) -> None:
         import nglview
@@ -94,17 +94,21 @@ class VolumeViewer:
         self.max_display_box, self.max_overlay = max_display_box, max_overlay
         self.view = nglview.NGLWidget()
         self.view.layout = W.Layout(width=width, height=height)
+        # the canvas takes its size from NGL, not from the widget layout: without this it is
+        # as wide as the notebook and the maps sit outside the visible box
+        self.view._set_size(width, height)
         self.view.add_class("cc-ngl")
         self.show = W.Dropdown(
             options=[("all classes", "all")],
             value="all",
             description="show",
-            layout=W.Layout(width="260px"),
+            layout=W.Layout(width="230px"),
         )
         self.mode = W.ToggleButtons(
-            options=[("map", "map"), ("difference from consensus", "diff")],
+            options=[("map", "map"), ("difference", "diff")],
             value="map",
-            style={"button_width": "170px"},
+            style={"button_width": "90px"},
+            tooltip="map, or the class minus the consensus (green +, red −)",
         )
         self.isolevel = W.FloatSlider(
             value=1.5,
@@ -119,7 +123,7 @@ class VolumeViewer:
         self.info.add_class("cc-viewer-info")
         self.dispatch = lambda fn: fn()
         self._lock = threading.RLock()
-        self._comps: list[tuple[Any, str]] = []  # (ComponentViewer, isolevel type)
+        self._comps: list[tuple[Any, str, int]] = []  # (component, isolevel type, n surfaces)
         self._data: dict[str, Any] = dict(
             volumes=None, consensus=None, solvent_mask=None, focus_mask=None, pixel_size_A=1.0
         )
@@ -136,6 +140,7 @@ class VolumeViewer:
                 self.info,
             ]
         )
+        self.widget.layout = W.Layout(width="520px", min_width="520px")
         self.widget.add_class("cc-viewer")
 
     @property
@@ -271,16 +276,20 @@ class VolumeViewer:
             for vol, surfaces, kind in items:
                 q, scale = display_volume(vol, self.max_display_box)
                 vox = apix * vol.shape[0] / q.shape[0]
-                comp = self.view.add_component(
-                    io.BytesIO(mrc_bytes(q, vox)), ext="mrc", defaultRepresentation=False
-                )
-                for s in surfaces:
-                    s = dict(s)
-                    if s["isolevelType"] == "value":
-                        s["isolevel"] = s["isolevel"] / scale
-                    comp.add_surface(**s)
-                new.append((comp, kind))
-            for comp, _ in self._comps:
+                # NGL's default representation of a map is a surface, and loading a map with it
+                # makes the stage frame the scene (without it the camera shows nothing): load
+                # with it, restyle it as our first surface, then add the others.
+                comp = self.view.add_component(io.BytesIO(mrc_bytes(q, vox)), ext="mrc")
+                for j, surf in enumerate(surfaces):
+                    surf = dict(surf)
+                    if surf["isolevelType"] == "value":
+                        surf["isolevel"] = surf["isolevel"] / scale
+                    if j == 0:
+                        self.view.update_representation(component=comp._index, repr_index=0, **surf)
+                    else:
+                        comp.add_surface(**surf)
+                new.append((comp, kind, len(surfaces)))
+            for comp, _, _ in self._comps:
                 self.view.remove_component(comp)
             self._comps = new
             self.n_swaps += 1
@@ -303,6 +312,9 @@ class VolumeViewer:
 
     def _apply_isolevel(self) -> None:
         with self._lock:
-            for comp, kind in self._comps:
+            for comp, kind, n_surfaces in self._comps:
                 if kind == "sigma":
-                    comp.update_surface(isolevel=float(self.isolevel.value))
+                    for j in range(n_surfaces):  # index looked up now: it shifts on removals
+                        self.view.update_representation(
+                            component=comp._index, repr_index=j, isolevel=float(self.isolevel.value)
+                        )
