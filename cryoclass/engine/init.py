@@ -19,9 +19,10 @@ import numpy as np
 from ..backend import get_array_module, to_device, to_numpy
 from ..conventions import resample_volume
 from ..core.filters import lowpass
+from ..core.masks import resample_mask
 from ..errors import InputFileError
 from .passes import hard_pass
-from .problem import Problem
+from .problem import Problem, lowres_problem
 from .reconstruct import ClassStats, reconstruct
 
 __all__ = ["subset_labels", "init_simple", "init_pca", "init_input"]
@@ -59,6 +60,25 @@ def _per_set(prob: Problem, K: int, requested: int) -> int:
     return max(1, min(requested, prob.n // K))
 
 
+def _lowres(prob: Problem, res_A: float, wsig: Any, mask: Any, tau2: np.ndarray) -> tuple:
+    """The problem, weights, mask and τ² restricted to the initial resolution (small box)."""
+    lp, cols = lowres_problem(prob, res_A)
+    xp = get_array_module(prob.X)
+    mask_l = xp.asarray(np.clip(to_numpy(resample_mask(mask, lp.box_c)), 0.0, 1.0))
+    return lp, wsig[xp.asarray(cols)], mask_l, tau2[:, : lp.geom.n_shells]
+
+
+def _to_full(vols: Any, lp: Problem, prob: Problem, res_A: float, mask: Any) -> Any:
+    """Low-res volumes (box ``lp.box_c``) → the classification box, cosine low-passed at
+    ``res_A`` and masked. Internal volumes keep Fourier coefficients, so a density-preserving
+    resample is rescaled by ``(D_low / D_c)³``."""
+    xp = get_array_module(vols)
+    f = (lp.box_c / prob.box_c) ** 3
+    up = xp.stack([resample_volume(v, prob.box_c) for v in vols]) * np.float32(f)
+    res = max(res_A, 2.0 * prob.pixel_size_c_A)
+    return (lowpass(up, res, prob.pixel_size_c_A, kind="cosine") * mask[None]).astype(np.float32)
+
+
 def init_simple(
     prob: Problem,
     K: int,
@@ -72,16 +92,22 @@ def init_simple(
     chunk_size: int = 1024,
     check: Callable[[], None] | None = None,
 ) -> Any:
-    """K reconstructions from disjoint random subsets, low-passed to ``init_res_A``."""
+    """K reconstructions from disjoint random subsets at ``init_res_A`` (computed at the small
+    box that resolution needs), brought to the classification box."""
+    lp, wsig_l, mask_l, tau2_l = _lowres(prob, init_res_A, wsig, mask, tau2)
     vols = _subset_volumes(
-        prob, K, _per_set(prob, K, per_set), [seed, 1], wsig, alpha, mask, tau2, chunk_size, check
+        lp,
+        K,
+        _per_set(prob, K, per_set),
+        [seed, 1],
+        wsig_l,
+        alpha,
+        mask_l,
+        tau2_l,
+        chunk_size,
+        check,
     )
-    return _lowpass_masked(vols, init_res_A, prob, mask)
-
-
-def _lowpass_masked(vols: Any, res_A: float, prob: Problem, mask: Any) -> Any:
-    res = max(res_A, 2.0 * prob.pixel_size_c_A)
-    return (lowpass(vols, res, prob.pixel_size_c_A, kind="cosine") * mask[None]).astype(np.float32)
+    return _to_full(vols, lp, prob, init_res_A, mask)
 
 
 def init_pca(
@@ -98,26 +124,32 @@ def init_pca(
     tau2: np.ndarray,
     chunk_size: int = 1024,
     check: Callable[[], None] | None = None,
-    group: int = 8,
+    group: int = 25,
 ) -> Any:
-    """PCA initialisation: ``n_recon`` random-subset reconstructions (low-passed, masked) →
+    """PCA initialisation: ``n_recon`` random-subset reconstructions at ``init_res_A`` →
     PCA (``n_components``) → k-means into K groups → mean volume of each group."""
     from scipy.cluster.vq import kmeans2
 
+    lp, wsig_l, mask_l, tau2_l = _lowres(prob, init_res_A, wsig, mask, tau2)
     xp = get_array_module(prob.X)
-    per = max(1, min(per_set, prob.n // min(group, n_recon)))
+    # subsets must be big enough for their composition to carry the heterogeneity signal:
+    # at most N/8 particles each, disjoint within a group of at most N/per reconstructions
+    per = max(1, min(per_set, prob.n // 8))
     vols: list[Any] = []
     g = 0
     while len(vols) < n_recon:
         m = min(group, n_recon - len(vols), max(1, prob.n // per))
-        v = _subset_volumes(prob, m, per, [seed, 2, g], wsig, alpha, mask, tau2, chunk_size, check)
-        vols.extend(_lowpass_masked(v, init_res_A, prob, mask))
+        v = _subset_volumes(
+            lp, m, per, [seed, 2, g], wsig_l, alpha, mask_l, tau2_l, chunk_size, check
+        )
+        vols.extend(v * mask_l[None])
         g += 1
     V = xp.stack(vols)
     flat = to_numpy(V.reshape(len(vols), -1)).astype(np.float64)
     flat -= flat.mean(0)
-    u, s, _ = np.linalg.svd(flat, full_matrices=False)
-    coords = u[:, :n_components] * s[:n_components]
+    evals, evecs = np.linalg.eigh(flat @ flat.T)  # Gram matrix: n_recon × n_recon
+    top = np.argsort(evals)[::-1][:n_components]
+    coords = evecs[:, top] * np.sqrt(np.maximum(evals[top], 0.0))
     _, lab = kmeans2(coords, K, seed=np.random.default_rng([seed, 3]), minit="++")
     out = []
     for k in range(K):
@@ -125,7 +157,7 @@ def init_pca(
         if members.size == 0:  # empty cluster: fall back to one reconstruction
             members = np.array([k % len(vols)])
         out.append(V[xp.asarray(members)].mean(0))
-    return xp.stack(out).astype(np.float32)
+    return _to_full(xp.stack(out), lp, prob, init_res_A, mask)
 
 
 def init_input(

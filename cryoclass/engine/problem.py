@@ -24,12 +24,12 @@ from typing import Any
 
 import numpy as np
 
-from ..backend import to_device
+from ..backend import get_array_module, to_device
 from ..conventions import classification_box, ctf_2d, fourier_crop_2d, recentre_phase
 from ..core.slices import SliceGeometry, extract_disc
 from ..errors import InputFileError
 
-__all__ = ["Problem", "build_problem"]
+__all__ = ["Problem", "build_problem", "lowres_problem"]
 
 
 @dataclass
@@ -72,6 +72,38 @@ class Problem:
     def take(self, idx: Any) -> tuple[Any, Any, Any, Any]:
         """``(A, X, C, half)`` rows for particle indices ``idx``."""
         return self.A[idx], self.X[idx], self.C[idx], self.half[idx]
+
+
+def lowres_problem(prob: Problem, res_A: float) -> tuple[Problem, np.ndarray]:
+    """The same particles restricted to ``|ξ| ≤ 1/res_A`` at the smaller box that needs: a cheap
+    problem for low-resolution work (initial volumes). Returns ``(problem, disc_columns)``.
+
+    Integer frequencies ``k`` (cycles per extracted box) do not depend on the box, so the low-res
+    disc is a subset of the full disc's pixels.
+    """
+    from ..conventions import classification_box
+
+    res_A = max(res_A, prob.filter_res_A)
+    Dl, apix_l = classification_box(prob.box, prob.pixel_size_A, res_A)
+    geom = SliceGeometry(Dl, prob.geom.pad, r_max=min(prob.box * prob.pixel_size_A / res_A, Dl / 2))
+    full = {(int(x), int(y)): j for j, (x, y) in enumerate(zip(prob.geom.kx, prob.geom.ky))}
+    cols = np.array([full[(int(x), int(y))] for x, y in zip(geom.kx, geom.ky)], np.int64)
+    xp = get_array_module(prob.X)
+    c = xp.asarray(cols)
+    sub = Problem(
+        geom=geom,
+        X=prob.X[:, c],
+        C=prob.C[:, c],
+        A=prob.A,
+        half=prob.half,
+        scale_input=prob.scale_input,
+        box=prob.box,
+        pixel_size_A=prob.pixel_size_A,
+        box_c=Dl,
+        pixel_size_c_A=apix_l,
+        filter_res_A=res_A,
+    )
+    return sub, cols
 
 
 def _disc_ctf(meta: Any, rows: np.ndarray, freq_x: np.ndarray, freq_y: np.ndarray) -> np.ndarray:
