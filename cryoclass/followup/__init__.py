@@ -18,9 +18,9 @@ Example
 from __future__ import annotations
 
 from .hetero import HeteroReconstruction, reconstruct_classes
-from .regroup import Regrouping, class_correlation, regroup
 from .sources import LoadedResult, class_labels, class_posteriors, load_result
 from .subset import reclassify, select_classes, subset_particles
+from .superclasses import Regrouping, class_correlation, regroup
 
 __all__ = [
     "HeteroReconstruction",

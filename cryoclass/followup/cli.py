@@ -75,7 +75,12 @@ def _add_regroup(sub: Any) -> None:
     c.add_argument("--exclude", type=int, nargs="+", default=[], help="0-based classes")
     c.add_argument("--method", choices=("hierarchical", "spectral"), default="hierarchical")
     c.add_argument("--mask", help="mask .mrc at the class maps' box (default: mask_solvent.mrc)")
-    c.add_argument("--lowpass", type=float, help="low-pass (Å) before correlating")
+    c.add_argument(
+        "--lowpass",
+        default="auto",
+        help="low-pass (Å) before correlating; 'auto' (coarsest class FSC=0.5 resolution) "
+        "or 'none'",
+    )
     c.add_argument("--formats", nargs="+", choices=("star", "cs"), default=["star", "cs"])
 
 
@@ -153,8 +158,20 @@ def _run_reconstruct(a: argparse.Namespace, command: str) -> int:
     return 0
 
 
+def _lowpass(text: str) -> float | str | None:
+    from ..errors import ParameterError
+
+    if text.lower() in ("auto", "none"):
+        return None if text.lower() == "none" else "auto"
+    try:
+        return float(text)
+    except ValueError:
+        msg = f"{text!r} is not a resolution in Å, 'auto' or 'none'"
+        raise ParameterError("lowpass", msg) from None
+
+
 def _run_regroup(a: argparse.Namespace, command: str) -> int:
-    from .regroup import regroup
+    from .superclasses import regroup
 
     rg = regroup(
         a.result_dir,
@@ -163,7 +180,7 @@ def _run_regroup(a: argparse.Namespace, command: str) -> int:
         min_class_size=a.min_class_size,
         exclude=a.exclude,
         method=a.method,
-        lowpass_A=a.lowpass,
+        lowpass_A=_lowpass(a.lowpass),
     )
     rg.write(a.outdir, formats=tuple(a.formats), command=command)
     sizes = rg.superclass_sizes()

@@ -170,6 +170,8 @@ class LoadedResult:
         The ``params`` section of ``params.yaml`` (empty if absent).
     command : str
         The command recorded in ``params.yaml``.
+    fsc : (K, S) float64 or None
+        Half-set FSC per class (``diagnostics/fsc.csv``), at ``fsc_freq_invA`` (1/Å).
     """
 
     outdir: Path
@@ -181,6 +183,8 @@ class LoadedResult:
     solvent_mask: np.ndarray | None
     params: dict[str, Any] = field(default_factory=dict)
     command: str = ""
+    fsc: np.ndarray | None = None
+    fsc_freq_invA: np.ndarray | None = None
 
     @property
     def n_classes(self) -> int:
@@ -199,6 +203,17 @@ def _class_maps(d: Path) -> list[Path]:
     if nums != list(range(len(nums))):
         raise InputFileError(d, f"class volumes are not class_00 … class_{len(nums) - 1:02d}")
     return maps
+
+
+def _read_fsc(path: Path, K: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Per-class FSC curves from a classification's ``diagnostics/fsc.csv`` (None if absent)."""
+    if not path.is_file():
+        return None, None
+    df = pd.read_csv(path)
+    cols = [f"class_{k:02d}" for k in range(K)]
+    if "freq_invA" not in df.columns or any(c not in df.columns for c in cols):
+        return None, None
+    return df[cols].to_numpy(np.float64).T, df["freq_invA"].to_numpy(np.float64)
 
 
 def load_result(outdir: str | os.PathLike) -> LoadedResult:
@@ -233,6 +248,7 @@ def load_result(outdir: str | os.PathLike) -> LoadedResult:
     mask = None
     if (d / "mask_solvent.mrc").is_file():
         mask = read_mrc(d / "mask_solvent.mrc")[0].astype(np.float32)
+    fsc, freq = _read_fsc(d / "diagnostics" / "fsc.csv", K)
     doc: dict[str, Any] = {}
     if (d / "params.yaml").is_file():
         doc = yaml.safe_load((d / "params.yaml").read_text()) or {}
@@ -246,6 +262,8 @@ def load_result(outdir: str | os.PathLike) -> LoadedResult:
         solvent_mask=mask,
         params=dict(doc.get("params") or {}),
         command=str(doc.get("command") or ""),
+        fsc=fsc,
+        fsc_freq_invA=freq,
     )
 
 

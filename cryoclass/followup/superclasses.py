@@ -8,9 +8,13 @@ on a locally scaled affinity ``exp(−d² / (σ_a σ_b))`` (σ = distance to the
 scikit-learn when installed and a NumPy eigen-decomposition otherwise (both assign labels by
 column-pivoted QR, so they agree).
 
-Classes smaller than ``min_class_size`` particles and classes in ``exclude`` take no part and get
-superclass −1, as do their particles. Superclasses are numbered by decreasing particle count.
-Each superclass map is the class maps' average weighted by their particle counts.
+Classes smaller than ``min_class_size`` particles, classes in ``exclude`` and empty (all-zero)
+maps take no part and get superclass −1, as do their particles. Before correlating, the maps
+are low-passed to the coarsest FSC = 0.5 resolution of the classes taking part (when known):
+FSC-filtered maps of small classes are smoother than those of large ones, and comparing them
+unfiltered groups classes by resolution rather than by structure. Superclasses are numbered by
+decreasing particle count. Each superclass map is the class maps' average weighted by their
+particle counts.
 
 Example
 -------
@@ -72,7 +76,9 @@ class Regrouping:
     method : str
     particles : Particles or None
     reasons : dict of int to str
-        Why each left-out class was left out.
+        Why each left-out class was left out (excluded, too small, empty map).
+    lowpass_A : float or None
+        The low-pass (Å) applied before correlating.
     """
 
     superclass_of_class: np.ndarray
@@ -89,6 +95,7 @@ class Regrouping:
     method: str
     particles: Any = None
     reasons: dict[int, str] = field(default_factory=dict)
+    lowpass_A: float | None = None
 
     @property
     def n_superclasses(self) -> int:
@@ -155,7 +162,7 @@ class Regrouping:
         ``particles.star/.cs`` (column ``cryoclassSuperclass`` / field ``cryoclass/superclass``,
         0-based, −1 = left out), plus ``correlation.csv``, ``linkage.csv``,
         ``dendrogram.json``, ``classes.csv``, ``assignments.csv`` and ``summary.yaml``."""
-        from ._regroup_io import write_regrouping
+        from ._superclasses_io import write_regrouping
 
         return write_regrouping(self, Path(outdir), formats, command)
 
@@ -239,15 +246,18 @@ def _normalise_input(obj: Any, mask: Any, sizes: Any) -> dict[str, Any]:
         obj = load_result(obj)
     if isinstance(obj, np.ndarray):
         src: dict[str, Any] = {"volumes": obj, "mask": None, "apix": 1.0, "parts": None}
-        src["labels"] = None
+        src.update(labels=None, fsc=None, freq=None)
     else:
         m = getattr(obj, "solvent_mask", None)
+        fsc = getattr(obj, "fsc_masked", getattr(obj, "fsc", None))
         src = {
             "volumes": np.asarray(obj.volumes),
             "mask": m if m is not None else getattr(obj, "mask", None),
             "apix": float(getattr(obj, "pixel_size_A", 1.0)),
             "parts": getattr(obj, "particles", None),
             "labels": getattr(obj, "hard", None),
+            "fsc": fsc,
+            "freq": getattr(obj, "freq_invA", getattr(obj, "fsc_freq_invA", None)),
         }
     vols = np.asarray(src["volumes"], np.float32)
     if vols.ndim != 4 or len(set(vols.shape[1:])) != 1:
@@ -290,7 +300,7 @@ def regroup(
     exclude: Iterable[int] = (),
     method: str = "hierarchical",
     sizes: Any = None,
-    lowpass_A: float | None = None,
+    lowpass_A: float | str | None = "auto",
     spectral_backend: str = "auto",
 ) -> Regrouping:
     """Cluster class volumes into ``n_superclasses`` superclasses.
@@ -311,9 +321,12 @@ def regroup(
     method : {'hierarchical', 'spectral'}
     sizes : (K,) array, optional
         Class weights (default: hard particle counts, or 1 for bare maps).
-    lowpass_A : float, optional
-        Low-pass the maps to this resolution (Å) before correlating them (only for the
-        correlation; superclass maps are averages of the maps as given).
+    lowpass_A : float, 'auto' or None
+        Low-pass the maps to this resolution (Å) before correlating them, so that maps of
+        different resolution (FSC-filtered classes of different sizes) are compared on the
+        frequencies where all of them hold signal. 'auto': the coarsest FSC = 0.5 resolution of
+        the classes taking part, when their FSC curves are known (no low-pass otherwise);
+        None: no low-pass. Superclass maps are averages of the maps as given.
     spectral_backend : {'auto', 'sklearn', 'numpy'}
 
     Returns
@@ -334,21 +347,25 @@ def regroup(
     bad = [k for k in excl if not 0 <= k < K]
     if bad:
         raise ParameterError("exclude", f"class {bad[0]} does not exist (classes 0..{K - 1})")
-    reasons = {k: "excluded" for k in excl}
-    reasons.update(
-        {int(k): f"size < {min_class_size:g}" for k in np.nonzero(sz < min_class_size)[0]}
-    )
+    reasons = _left_out(vols, sz, excl, min_class_size)
     active = np.array([k for k in range(K) if k not in reasons], np.int64)
     n = int(n_superclasses)
     if not 1 <= n <= len(active):
         raise ParameterError(
             "n_superclasses", f"{n_superclasses} for {len(active)} classes taking part"
         )
+    if isinstance(lowpass_A, str) and lowpass_A != "auto":
+        raise ParameterError(
+            "lowpass_A", f"must be a resolution (Å), 'auto' or None: {lowpass_A!r}"
+        )
+    lp = _auto_lowpass(src, active) if lowpass_A == "auto" else lowpass_A
+    if lp is not None and float(lp) <= 2.0 * src["apix"] * (1 + 1e-6):
+        lp = None  # at or beyond Nyquist: nothing to remove
     cvols = vols
-    if lowpass_A is not None:
+    if lp is not None:
         from ..core.filters import lowpass
 
-        cvols = np.stack([np.asarray(lowpass(v, lowpass_A, src["apix"])) for v in vols])
+        cvols = np.stack([np.asarray(lowpass(v, float(lp), src["apix"])) for v in vols])
     corr = class_correlation(cvols, src["mask"])
     d = 1.0 - corr[np.ix_(active, active)]
     d = np.clip(0.5 * (d + d.T), 0.0, 2.0)
@@ -393,7 +410,35 @@ def regroup(
         method=method,
         particles=src["parts"],
         reasons=reasons,
+        lowpass_A=None if lp is None else float(lp),
     )
+
+
+def _left_out(
+    vols: np.ndarray, sizes: np.ndarray, exclude: list[int], min_size: float
+) -> dict[int, str]:
+    """Classes that take no part in the clustering, and why."""
+    reasons = {k: "excluded" for k in exclude}
+    for k in range(len(vols)):
+        if k in reasons:
+            continue
+        if sizes[k] < min_size:
+            reasons[k] = f"size < {min_size:g}"
+        elif not np.any(vols[k]):
+            reasons[k] = "empty map"
+    return reasons
+
+
+def _auto_lowpass(src: dict[str, Any], active: np.ndarray) -> float | None:
+    """The coarsest FSC = 0.5 resolution (Å) of the classes taking part (None if unknown)."""
+    from ..core.fsc import resolution_at
+
+    if src.get("fsc") is None or src.get("freq") is None:
+        return None
+    fsc = np.asarray(src["fsc"], np.float64)
+    res = np.array([resolution_at(src["freq"], fsc[k], 0.5) for k in active])
+    res = res[np.isfinite(res)]
+    return float(res.max()) if res.size else None
 
 
 def _weighted_mean(vols: np.ndarray, w: np.ndarray) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Writers of a :class:`~cryoclass.followup.regroup.Regrouping` (see ``Regrouping.write``).
+"""Writers of a :class:`~cryoclass.followup.superclasses.Regrouping` (see ``Regrouping.write``).
 
 Example
 -------
@@ -29,7 +29,7 @@ def _particle_files(rg: Any, d: Path, formats: tuple[str, ...]) -> list[Path]:
     from ..io.cryosparc import write_cs
     from ..io.particles import write_particles_with_images
     from ..io.star import write_star
-    from .regroup import CS_FIELD, STAR_COLUMN
+    from .superclasses import CS_FIELD, STAR_COLUMN
 
     parts, lab = rg.particles, rg.labels
     files: list[Path] = []
@@ -88,6 +88,7 @@ def write_regrouping(rg: Any, d: Path, formats: tuple[str, ...], command: str) -
         "job": "regroup classes into superclasses",
         "command": command,
         "method": rg.method,
+        "lowpass_A": rg.lowpass_A,
         "n_superclasses": rg.n_superclasses,
         "superclasses": [
             {
