@@ -24,7 +24,13 @@ import numba as nb
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from cryoclass.core.slices import SliceGeometry, backproject_weighted, loglik, volumes_to_grid
+from cryoclass.core.slices import (
+    SliceGeometry,
+    backproject_weighted,
+    loglik,
+    new_accumulator,
+    volumes_to_grid,
+)
 
 
 @nb.njit(parallel=True, fastmath=True, cache=True)
@@ -44,10 +50,16 @@ def _gather_only(grid, A, kx, ky, pad, off, out):  # pragma: no cover - jit
             y0 = int(np.floor(qy)) + off
             z0 = int(np.floor(qz)) + off
             for k in range(K):
-                s += (grid[z0, y0, x0, k] + grid[z0, y0, x0 + 1, k] + grid[z0, y0 + 1, x0, k]
-                      + grid[z0, y0 + 1, x0 + 1, k] + grid[z0 + 1, y0, x0, k]
-                      + grid[z0 + 1, y0, x0 + 1, k] + grid[z0 + 1, y0 + 1, x0, k]
-                      + grid[z0 + 1, y0 + 1, x0 + 1, k]).real
+                s += (
+                    grid[z0, y0, x0, k]
+                    + grid[z0, y0, x0 + 1, k]
+                    + grid[z0, y0 + 1, x0, k]
+                    + grid[z0, y0 + 1, x0 + 1, k]
+                    + grid[z0 + 1, y0, x0, k]
+                    + grid[z0 + 1, y0, x0 + 1, k]
+                    + grid[z0 + 1, y0 + 1, x0, k]
+                    + grid[z0 + 1, y0 + 1, x0 + 1, k]
+                ).real
         out[i] = s
 
 
@@ -76,27 +88,37 @@ def _best(fn, repeats: int) -> float:
 
 def run(Dc: int, K: int, n: int, pad: int, repeats: int) -> dict:
     geom, grid, A, X, C, alpha, wsig, r, half = make_inputs(Dc, K, n, pad)
-    num = np.zeros((2,) + geom.grid_shape + (K,), np.complex64)
-    wgt = np.zeros((2,) + geom.grid_shape + (K,), np.float32)
+    acc = new_accumulator(geom, K)
     t0 = time.perf_counter()
     loglik(grid, A[:8], X[:8], C[:8], alpha[:8], wsig, geom)
-    backproject_weighted(A[:8], X[:8], C[:8], alpha[:8], wsig, r[:8], half[:8], geom, num, wgt)
+    backproject_weighted(A[:8], X[:8], C[:8], alpha[:8], wsig, r[:8], half[:8], geom, acc)
     out = np.empty(8)
     _gather_only(grid, A[:8], geom.kx, geom.ky, np.float32(pad), geom.off, out)
     jit_s = time.perf_counter() - t0
     out = np.empty(n)
-    t_g = _best(lambda: _gather_only(grid, A, geom.kx, geom.ky, np.float32(pad), geom.off, out),
-                repeats)
+    t_g = _best(
+        lambda: _gather_only(grid, A, geom.kx, geom.ky, np.float32(pad), geom.off, out), repeats
+    )
     t_e = _best(lambda: loglik(grid, A, X, C, alpha, wsig, geom), repeats)
 
     def em():
         ll = loglik(grid, A, X, C, alpha, wsig, geom)
-        backproject_weighted(A, X, C, alpha, wsig, r, half, geom, num, wgt)
+        backproject_weighted(A, X, C, alpha, wsig, r, half, geom, acc)
         return ll
 
     t_em = _best(em, repeats)
-    return dict(Dc=Dc, K=K, n=n, pad=pad, M=geom.M, threads=nb.get_num_threads(), jit_s=jit_s,
-                gather_pc_per_s=n * K / t_g, e_pc_per_s=n * K / t_e, em_pc_per_s=n * K / t_em)
+    return dict(
+        Dc=Dc,
+        K=K,
+        n=n,
+        pad=pad,
+        M=geom.M,
+        threads=nb.get_num_threads(),
+        jit_s=jit_s,
+        gather_pc_per_s=n * K / t_g,
+        e_pc_per_s=n * K / t_e,
+        em_pc_per_s=n * K / t_em,
+    )
 
 
 def machine() -> str:
@@ -134,7 +156,8 @@ def main() -> None:
         lines.append(
             f"| {r['pad']} | {r['M']} | {r['threads']} | {r['e_pc_per_s']:,.0f} | "
             f"{r['em_pc_per_s']:,.0f} | {r['gather_pc_per_s']:,.0f} | "
-            f"{r['e_pc_per_s'] / r['gather_pc_per_s']:.0%} | {r['jit_s']:.1f} |")
+            f"{r['e_pc_per_s'] / r['gather_pc_per_s']:.0%} | {r['jit_s']:.1f} |"
+        )
     text = "\n".join(lines)
     print(text)
     if a.record:

@@ -118,8 +118,7 @@ def test_backprojection_is_adjoint_of_slice_extraction(dtype, tol):
     lhs = np.sum((np.conj(y) * Pg).real, dtype=np.float64)
     rhs = 0.0
     for k in range(K):
-        num = np.zeros((2,) + geom.grid_shape + (1,), np.complex64)
-        wgt = np.zeros((2,) + geom.grid_shape + (1,), np.float32)
+        acc = S.new_accumulator(geom, 1)
         ones = np.ones((n, geom.M), np.float32)
         S.backproject_weighted(
             A,
@@ -130,11 +129,11 @@ def test_backprojection_is_adjoint_of_slice_extraction(dtype, tol):
             np.ones((n, 1)),
             np.zeros(n, int),
             geom,
-            num,
-            wgt,
+            acc,
             rmin=0.0,
         )
-        rhs += np.sum((np.conj(num[0, ..., 0]) * grid[..., k]).real, dtype=np.float64)
+        num, _ = S.split_accumulator(acc[0])
+        rhs += np.sum((np.conj(num[..., 0]) * grid[..., k]).real, dtype=np.float64)
     assert lhs == pytest.approx(rhs, rel=tol)
 
 
@@ -201,12 +200,10 @@ def test_fused_backprojection_equals_array_code():
     half = rng.integers(0, 2, len(A))
     out = []
     for impl in ("numba", "xp"):
-        num = np.zeros((2,) + geom.grid_shape + (3,), np.complex64)
-        wgt = np.zeros((2,) + geom.grid_shape + (3,), np.float32)
-        S.backproject_weighted(A, X, C, al, ws, r, half, geom, num, wgt, rmin=0.0, impl=impl)
-        out.append((num, wgt))
-    np.testing.assert_allclose(out[0][0], out[1][0], rtol=1e-4, atol=1e-4 * np.abs(out[1][0]).max())
-    np.testing.assert_allclose(out[0][1], out[1][1], rtol=1e-4, atol=1e-4 * out[1][1].max())
+        acc = S.new_accumulator(geom, 3)
+        S.backproject_weighted(A, X, C, al, ws, r, half, geom, acc, rmin=0.0, impl=impl)
+        out.append(acc)
+    np.testing.assert_allclose(out[0], out[1], rtol=1e-4, atol=1e-4 * np.abs(out[1]).max())
 
 
 def test_slice_stats_match_loglik():

@@ -87,12 +87,13 @@ def loglik_kernel(grid, A, kx, ky, wsig, X, C, alpha, pad, off, out):  # pragma:
 
 @nb.njit(parallel=True, fastmath=True, cache=True, nogil=True)
 def backproject_kernel(
-    A, kx, ky, wsig, X, C, alpha, r, half, pad, off, rmin, num, wgt, nblocks
+    A, kx, ky, wsig, X, C, alpha, r, half, pad, off, rmin, acc, nblocks
 ):  # pragma: no cover - jit
-    """num[h, q, k] += r_ik · α C X wsig ;  wgt[h, q, k] += r_ik · α² C² wsig  (trilinear scatter).
+    """acc[h, q, k] += r_ik · (Re, Im of α C X wsig, α² C² wsig)  (trilinear scatter).
 
-    Parallel over blocks of classes (each thread owns classes ``k0:k1``), so no two threads write
-    the same memory and no per-thread copies of the grids are needed.
+    ``acc`` is float32 ``(2, Z, Y, X, K, 3)``: numerator and weight interleaved so one corner's
+    K classes are one contiguous run. Parallel over blocks of classes (each thread owns classes
+    ``k0:k1``): no two threads write the same memory, no per-thread copies of the grids.
     """
     n = X.shape[0]
     M = kx.shape[0]
@@ -115,6 +116,7 @@ def backproject_kernel(
             a11 = A[i, 1, 1] * pad
             a12 = A[i, 1, 2] * pad
             al = alpha[i]
+            g = acc[h]
             for m in range(M):
                 fx = kx[m]
                 fy = ky[m]
@@ -142,21 +144,36 @@ def backproject_kernel(
                 ex = np.float32(1.0) - dx
                 ey = np.float32(1.0) - dy
                 ez = np.float32(1.0) - dz
+                w000 = ez * ey * ex
+                w001 = ez * ey * dx
+                w010 = ez * dy * ex
+                w011 = ez * dy * dx
+                w100 = dz * ey * ex
+                w101 = dz * ey * dx
+                w110 = dz * dy * ex
+                w111 = dz * dy * dx
                 for k in range(k0, k1):
                     rk = r[i, k]
                     if rk < rmin:
                         continue
-                    for cz in range(2):
-                        wz = dz if cz else ez
-                        for cy in range(2):
-                            wzy = wz * (dy if cy else ey)
-                            for cx in range(2):
-                                wc = rk * wzy * (dx if cx else ex)
-                                zz = z0 + cz
-                                yy = y0 + cy
-                                xx = x0 + cx
-                                num[h, zz, yy, xx, k] += complex(wc * dr, wc * di)
-                                wgt[h, zz, yy, xx, k] += wc * wv
+                    vr = rk * dr
+                    vi = rk * di
+                    vw = rk * wv
+                    _add3(g, z0, y0, x0, k, w000, vr, vi, vw)
+                    _add3(g, z0, y0, x0 + 1, k, w001, vr, vi, vw)
+                    _add3(g, z0, y0 + 1, x0, k, w010, vr, vi, vw)
+                    _add3(g, z0, y0 + 1, x0 + 1, k, w011, vr, vi, vw)
+                    _add3(g, z0 + 1, y0, x0, k, w100, vr, vi, vw)
+                    _add3(g, z0 + 1, y0, x0 + 1, k, w101, vr, vi, vw)
+                    _add3(g, z0 + 1, y0 + 1, x0, k, w110, vr, vi, vw)
+                    _add3(g, z0 + 1, y0 + 1, x0 + 1, k, w111, vr, vi, vw)
+
+
+@nb.njit(inline="always", fastmath=True, nogil=True)
+def _add3(g, z, y, x, k, w, vr, vi, vw):  # pragma: no cover - jit
+    g[z, y, x, k, 0] += w * vr
+    g[z, y, x, k, 1] += w * vi
+    g[z, y, x, k, 2] += w * vw
 
 
 @nb.njit(parallel=True, fastmath=True, cache=True, nogil=True)

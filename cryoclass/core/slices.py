@@ -47,6 +47,8 @@ __all__ = [
     "grid_to_volumes",
     "enforce_hermitian",
     "volumes_to_solution_grid",
+    "new_accumulator",
+    "split_accumulator",
     "loglik",
     "backproject_weighted",
     "slice_stats",
@@ -262,22 +264,35 @@ def _loglik_xp(grid, A, X, C, alpha, wsig, geom):
     return -0.5 * xp.sum(wsig[None, :, None] * (d.real**2 + d.imag**2), axis=1, dtype=np.float64)
 
 
-def _backproject_xp(A, X, C, alpha, wsig, r, half, geom, num, wgt, rmin):
-    xp = get_array_module(num, X)
+def _backproject_xp(A, X, C, alpha, wsig, r, half, geom, acc, rmin):
+    xp = get_array_module(acc, X)
     q, sgn = _slice_coords(A, geom, xp)
     c = alpha[:, None] * C
     data = X * c * wsig[None, :]
     data = xp.where(sgn < 0, xp.conj(data), data)
     wv = c * c * wsig[None, :]
     rr = xp.where(r >= rmin, r, 0).astype(np.float32)
-    Z, Y, Xs, K = num.shape[1:]
+    Z, Y, Xs, K = acc.shape[1:5]
     kk = xp.arange(K)
     h = xp.asarray(half, dtype=np.int64)[:, None]
+    flat_acc = acc.reshape(-1)
     for z, y, x, w in _corners(q, geom.off, xp):
-        flat = ((((h * Z + z) * Y + y) * Xs + x)[..., None]) * K + kk
+        base = (((((h * Z + z) * Y + y) * Xs + x)[..., None]) * K + kk) * 3
         wr = w[..., None] * rr[:, None, :]
-        scatter_add(num.reshape(-1), flat.reshape(-1), (wr * data[..., None]).reshape(-1))
-        scatter_add(wgt.reshape(-1), flat.reshape(-1), (wr * wv[..., None]).reshape(-1))
+        vals = wr * data[..., None]
+        for j, v in enumerate((vals.real, vals.imag, wr * wv[..., None])):
+            scatter_add(flat_acc, (base + j).reshape(-1), v.reshape(-1))
+
+
+def new_accumulator(geom: SliceGeometry, K: int, xp: Any = np) -> Any:
+    """Zeroed back-projection accumulator ``(2, Z, Y, X, K, 3)`` float32: per half-set, grid
+    point and class, the numerator (Re, Im) and the weight, interleaved."""
+    return xp.zeros((2,) + geom.grid_shape + (K, 3), np.float32)
+
+
+def split_accumulator(acc: Any) -> tuple[Any, Any]:
+    """``(numerator complex64 (..., K), weight float32 (..., K))`` from an accumulator (copies)."""
+    return (acc[..., 0] + 1j * acc[..., 1]).astype(np.complex64), acc[..., 2].copy()
 
 
 # --------------------------------------------------------------------------- engine kernels
@@ -339,24 +354,23 @@ def backproject_weighted(
     r: Any,
     half: Any,
     geom: SliceGeometry,
-    num: Any,
-    wgt: Any,
+    acc: Any,
     rmin: float = 1e-4,
     impl: str = "auto",
 ) -> None:
     """Responsibility-weighted insertion of particles into K class accumulators (in place).
 
-    ``num[h, q, k] += Σ_i r_ik α_i C_i X_i wsig`` and ``wgt[h, q, k] += Σ_i r_ik α_i² C_i² wsig``
-    (trilinear scatter), ``h = half[i]``; responsibilities below ``rmin`` are skipped.
-    ``num``: (2, Z, Y, X, K) complex64; ``wgt``: (2, Z, Y, X, K) float32. Call
-    :func:`enforce_hermitian` on the accumulators before solving.
+    Numerator ``Σ_i r_ik α_i C_i X_i wsig`` and weight ``Σ_i r_ik α_i² C_i² wsig`` (trilinear
+    scatter) into ``acc[h, z, y, x, k, (Re, Im, W)]`` (:func:`new_accumulator`), ``h = half[i]``;
+    responsibilities below ``rmin`` are skipped. Fold the ``x = 0`` plane
+    (:func:`enforce_hermitian`) before solving.
     """
-    xp = get_array_module(num, X)
+    xp = get_array_module(acc, X)
     A, X, C, alpha, wsig = _prep(A, X, C, alpha, wsig, xp)
     r = xp.ascontiguousarray(xp.asarray(r, dtype=np.float32))
     half = xp.ascontiguousarray(xp.asarray(half, dtype=np.int64))
     if impl == "xp" or (impl == "auto" and xp is not np):
-        _backproject_xp(A, X, C, alpha, wsig, r, half, geom, num, wgt, rmin)
+        _backproject_xp(A, X, C, alpha, wsig, r, half, geom, acc, rmin)
         return
     import numba
 
@@ -376,8 +390,7 @@ def backproject_weighted(
         np.float32(geom.pad),
         geom.off,
         np.float32(rmin),
-        num,
-        wgt,
+        acc,
         nblocks,
     )
 
@@ -452,8 +465,7 @@ def backproject(
     F = xp.fft.rfft2(xp.fft.ifftshift(images, axes=(-2, -1)))
     X = extract_disc(F, geom)
     C = xp.ones(X.shape, np.float32) if ctf is None else extract_disc(ctf, geom)
-    num = xp.zeros((2,) + geom.grid_shape + (1,), np.complex64)
-    wgt = xp.zeros((2,) + geom.grid_shape + (1,), np.float32)
+    acc = new_accumulator(geom, 1, xp)
     backproject_weighted(
         rotations,
         X,
@@ -463,11 +475,11 @@ def backproject(
         xp.ones((n, 1), np.float32),
         xp.zeros(n, np.int64),
         geom,
-        num,
-        wgt,
+        acc,
         rmin=0.0,
     )
-    return num[0], wgt[0], geom
+    num, wgt = split_accumulator(acc[0])
+    return num, wgt, geom
 
 
 def reconstruct_simple(

@@ -292,8 +292,7 @@ class Driver:
                 self.check,
             )
             scale = self.prob.n / max(len(idx), 1)
-            stats.num[..., k] = fresh.num[..., k] * np.float32(scale)
-            stats.wgt[..., k] = fresh.wgt[..., k] * np.float32(scale)
+            stats.acc[..., k, :] = fresh.acc[..., k, :] * np.float32(scale)
             stats.mass[k] = fresh.mass[k] * scale
             msg = (
                 f"class {k} fell below {p.min_class_size:g} particles; re-seeded from "

@@ -87,7 +87,7 @@ def em_pass(
             r = xp.asarray(r_override(c, to_numpy(r)))
         if stats is not None:
             backproject_weighted(
-                A, X, C, al, wsig, r * np.float32(weight), half, prob.geom, stats.num, stats.wgt
+                A, X, C, al, wsig, r * np.float32(weight), half, prob.geom, stats.acc
             )
             stats.mass = stats.mass + weight * to_numpy(r).astype(np.float64).sum(0)
         sl = slice(pos, pos + len(c))
@@ -111,7 +111,7 @@ def hard_pass(
 ) -> None:
     """Accumulate particles ``idx`` with one-hot responsibilities ``labels`` (class per particle)
     into ``stats`` (used by initialisation, the consensus and class re-seeding)."""
-    xp = get_array_module(stats.num)
+    xp = get_array_module(stats.acc)
     K = stats.K
     for c, lab in zip(chunks(idx, chunk_size), chunks(labels, chunk_size)):
         if check is not None:
@@ -120,9 +120,7 @@ def hard_pass(
         A, X, C, half = prob.take(ci)
         r = np.zeros((len(c), K), np.float32)
         r[np.arange(len(c)), lab] = 1.0
-        backproject_weighted(
-            A, X, C, alpha[ci], wsig, xp.asarray(r), half, prob.geom, stats.num, stats.wgt
-        )
+        backproject_weighted(A, X, C, alpha[ci], wsig, xp.asarray(r), half, prob.geom, stats.acc)
         stats.mass = stats.mass + r.sum(0)
 
 

@@ -12,8 +12,8 @@ Example
 >>> from cryoclass.core.slices import SliceGeometry
 >>> from cryoclass.engine.reconstruct import ClassStats
 >>> st = ClassStats.zeros(SliceGeometry(16, 2), K=3)
->>> st.num.shape
-(2, 35, 35, 18, 3)
+>>> st.acc.shape
+(2, 35, 35, 18, 3, 3)
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import numpy as np
 
 from ..backend import get_array_module, to_numpy
 from ..core.fsc import fsc_batched, ssnr_from_fsc
-from ..core.slices import SliceGeometry, grid_to_volumes
+from ..core.slices import SliceGeometry, grid_to_volumes, new_accumulator
 from ..core.symmetry import symmetrize_volume
 
 __all__ = ["ClassStats", "ConsensusPrior", "Reconstruction", "reconstruct", "shell_mean"]
@@ -33,31 +33,37 @@ __all__ = ["ClassStats", "ConsensusPrior", "Reconstruction", "reconstruct", "she
 
 @dataclass
 class ClassStats:
-    """Accumulated statistics: ``num (2, Z, Y, X, K)`` complex64, ``wgt`` float32 (same shape),
-    ``mass (K,)`` float64 = Σ r (in the same scaling as ``num``)."""
+    """Accumulated statistics: ``acc (2, Z, Y, X, K, 3)`` float32 — per half-set, grid point and
+    class the numerator (Re, Im) and weight interleaved (see
+    :func:`cryoclass.core.slices.new_accumulator`) — and ``mass (K,)`` float64 = Σ r."""
 
-    num: Any
-    wgt: Any
+    acc: Any
     mass: Any
 
     @classmethod
     def zeros(cls, geom: SliceGeometry, K: int, xp: Any = np) -> ClassStats:
-        shape = (2,) + geom.grid_shape + (K,)
-        return cls(xp.zeros(shape, np.complex64), xp.zeros(shape, np.float32), np.zeros(K))
+        return cls(new_accumulator(geom, K, xp), np.zeros(K))
 
     @property
     def K(self) -> int:
-        return int(self.num.shape[-1])
+        return int(self.acc.shape[-2])
+
+    def num(self, h: int | None = None) -> Any:
+        """Numerator of half ``h`` (None: both summed), complex64 ``(Z, Y, X, K)``."""
+        a = self.acc[h] if h is not None else self.acc[0] + self.acc[1]
+        return (a[..., 0] + 1j * a[..., 1]).astype(np.complex64)
+
+    def wgt(self, h: int | None = None) -> Any:
+        """Weight of half ``h`` (None: both summed), float32 ``(Z, Y, X, K)``."""
+        return self.acc[h, ..., 2] if h is not None else self.acc[0, ..., 2] + self.acc[1, ..., 2]
 
     def scale_(self, f: float) -> None:
         """Multiply all statistics by ``f`` in place (O-EM forgetting)."""
-        self.num *= np.float32(f)
-        self.wgt *= np.float32(f)
+        self.acc *= np.float32(f)
         self.mass = self.mass * f
 
     def reset_class_(self, k: int) -> None:
-        self.num[..., k] = 0
-        self.wgt[..., k] = 0
+        self.acc[..., k, :] = 0
         self.mass[k] = 0.0
 
 
@@ -146,28 +152,28 @@ def reconstruct(
     ``mask``: (Dc, Dc, Dc) solvent mask, applied to half-maps for the FSC and to the result.
     ``tau2_prev``: the previous τ² (regularises the half-maps; None → 1 % of the mean weight).
     """
-    xp = get_array_module(stats.num)
+    xp = get_array_module(stats.acc)
     S = geom.n_shells
     halves = []
     for h in (0, 1):
-        W = _folded(stats.wgt[h])
+        W = _folded(stats.wgt(h))
         wm = shell_mean(W, geom)
         reg_h = 1.0 / tau2_prev if tau2_prev is not None else 0.01 * np.maximum(wm, 1e-30)
-        halves.append(grid_to_volumes(_solve(_folded(stats.num[h]), W, reg_h, geom), geom))
+        halves.append(grid_to_volumes(_solve(_folded(stats.num(h)), W, reg_h, geom), geom))
         del W
     if sym_ops is not None and len(sym_ops) > 1:
         halves = [xp.stack([symmetrize_volume(v, sym_ops) for v in hv]) for hv in halves]
     _, fsc = fsc_batched(halves[0], halves[1], mask=mask, pixel_size_A=1.0)
     fsc = np.nan_to_num(to_numpy(fsc)[:, :S], nan=0.0)
     fsc[:, 0] = 1.0
-    W = _folded(stats.wgt[0] + stats.wgt[1])
+    W = _folded(stats.wgt())
     wmean = np.maximum(shell_mean(W, geom), 1e-30)
     if use_fsc_filter:
         ssnr = np.maximum(ssnr_from_fsc(fsc, full_map=True), 1e-6)
         tau2 = ssnr / wmean
     else:
         tau2 = _tau2_from_power(halves, geom, tau2_fudge)
-    Nsum = _folded(stats.num[0] + stats.num[1])
+    Nsum = _folded(stats.num())
     prior_grid, tau2_solve = None, tau2
     if prior is not None:
         dev = [halves[h] - prior.halves[h][None] for h in (0, 1)]

@@ -102,8 +102,7 @@ def save_checkpoint(outdir: str | os.PathLike, st: EMState, fingerprint: str) ->
     arrays = {k: to_numpy(getattr(st, k)) for k in _ARRAYS if getattr(st, k) is not None}
     if st.stats is not None:
         arrays.update(
-            stats_num=to_numpy(st.stats.num),
-            stats_wgt=to_numpy(st.stats.wgt),
+            stats_acc=to_numpy(st.stats.acc),
             stats_mass=np.asarray(st.stats.mass),
         )
     _atomic_write(d / name, lambda fh: np.savez(fh, **arrays))  # type: ignore[arg-type]
@@ -137,8 +136,6 @@ def load_checkpoint(outdir: str | os.PathLike, xp: Any = np) -> tuple[EMState, s
         for k in _ARRAYS:
             if k in z:
                 setattr(st, k, z[k])
-        if "stats_num" in z:
-            st.stats = ClassStats(
-                xp.asarray(z["stats_num"]), xp.asarray(z["stats_wgt"]), np.array(z["stats_mass"])
-            )
+        if "stats_acc" in z:
+            st.stats = ClassStats(xp.asarray(z["stats_acc"]), np.array(z["stats_mass"]))
     return st, meta["fingerprint"]
