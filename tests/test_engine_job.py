@@ -280,3 +280,17 @@ def test_cli_bad_input_is_one_clear_line(tmp_path):
     assert r.returncode == 2
     assert "Traceback" not in r.stderr
     assert "missing.star" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_output_every_fem_and_reorder_by_size(ds, tmp_path):
+    p = cryoclass.ClassificationParams(n_classes=3, filter_res_A=14.0, oem_epochs=1,
+                                       max_fem_iters=2, convergence_pct=0.0,
+                                       rms_change_check=False, output_every_fem=True)
+    cryoclass.Classification(ds.particles, p, outdir=tmp_path / "e").run()
+    for it in (1, 2):
+        d = tmp_path / "e" / f"fem_iter_{it:03d}"
+        assert (d / "particles.star").exists() and (d / "class_02.mrc").exists()
+    res = cryoclass.Classification(ds.particles, p.replace(output_every_fem=False,
+                                                           reorder_by_size=True)).run()
+    sizes = res.posteriors.sum(0)
+    assert np.all(np.diff(sizes) <= 1e-6)

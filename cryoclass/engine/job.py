@@ -262,8 +262,17 @@ class Classification:
         outdir = self.outdir
 
         def save(st: EMState) -> None:
-            if outdir is not None:
-                save_checkpoint(outdir, st, fingerprint)
+            if outdir is None:
+                return
+            save_checkpoint(outdir, st, fingerprint)
+            if p.output_every_fem and st.phase == "fem" and st.r is not None:
+                d = outdir / f"fem_iter_{st.iteration:03d}"
+                files = self._make_result(prob, st, reorder=False).write(d, per_class=False)
+                self._emit(
+                    OutputsWritten(
+                        outdir=str(d), files=tuple(map(str, files)), final=False, time_s=now()
+                    )
+                )
 
         driver = Driver(prob, p, self.xp, state, self._emit, self._check_cancel, save, self._inputs)
         yield from driver.run()
@@ -271,15 +280,29 @@ class Classification:
 
     def _finish(self, prob: Problem, st: EMState, now: Callable[[], float]) -> None:
         self._emit(PhaseStarted(phase="finish", time_s=now()))
+        self.result = self._make_result(prob, st, self.params.reorder_by_size)
+        if self.outdir is not None:
+            files = self.result.write(self.outdir)
+            self._emit(
+                OutputsWritten(
+                    outdir=str(self.outdir), files=tuple(map(str, files)), final=True, time_s=now()
+                )
+            )
+        self._emit(
+            JobFinished(result=self.result, converged=st.converged, reason=st.reason, time_s=now())
+        )
+
+    def _make_result(self, prob: Problem, st: EMState, reorder: bool) -> ClassificationResult:
+        """A result from the current state (classes reordered by size when ``reorder``)."""
         p = self.params
         order = np.arange(p.n_classes)
-        if p.reorder_by_size:
+        if reorder:
             order = np.argsort(-st.r.sum(0), kind="stable")
         dens = self._inputs["density_scale"]
         records = st.records
-        if p.reorder_by_size:  # relabel per-class record fields consistently
+        if reorder:  # relabel per-class record fields consistently
             records = [_reorder_record(r, order) for r in records]
-        self.result = ClassificationResult(
+        return ClassificationResult(
             params=p,
             particles=self.particles,
             posteriors=st.r[:, order],
@@ -300,16 +323,6 @@ class Classification:
             log=list(st.log),
             command=self.command,
             provenance=self.provenance,
-        )
-        if self.outdir is not None:
-            files = self.result.write(self.outdir)
-            self._emit(
-                OutputsWritten(
-                    outdir=str(self.outdir), files=tuple(map(str, files)), final=True, time_s=now()
-                )
-            )
-        self._emit(
-            JobFinished(result=self.result, converged=st.converged, reason=st.reason, time_s=now())
         )
 
     def step(self) -> bool:
