@@ -188,6 +188,8 @@ class ClassificationParams:
         for f in fields(self):
             v = getattr(self, f.name)
             t = f.type if isinstance(f.type, str) else f.type.__name__
+            if t == "str" and not isinstance(v, str):
+                raise ParameterError(f.name, f"must be text, got {v!r}")
             if t == "bool" and not isinstance(v, bool):
                 raise ParameterError(f.name, f"must be true or false, got {v!r}")
             if t in ("int", "float"):
@@ -220,9 +222,13 @@ class ClassificationParams:
         from .core.symmetry import parse_symmetry  # validates the symbol
 
         try:
-            parse_symmetry(self.symmetry)
+            letter, order = parse_symmetry(self.symmetry)
         except ValueError as e:
             raise ParameterError("symmetry", str(e)) from None
+        if order * (2 if letter == "D" else 1) > 120:
+            raise ParameterError(
+                "symmetry", f"{self.symmetry!r} has more than 120 operators (at most C120, D60)"
+            )
 
     # ------------------------------------------------------------------ helpers
     def replace(self, **changes: Any) -> ClassificationParams:

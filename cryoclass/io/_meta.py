@@ -32,6 +32,7 @@ __all__ = [
     "rotations_to_columns",
     "default_half_sets",
     "check_finite",
+    "check_meta",
     "group_ids",
     "resolve_paths",
     "finalize_meta",
@@ -118,6 +119,41 @@ def check_finite(path: str, columns: Mapping[str, Any]) -> None:
             problems.append(f"{name} has {n_bad} rows with NaN/inf (first: row {first})")
     if problems:
         raise InputFileError(path, "non-finite values: " + "; ".join(problems))
+
+
+def check_meta(path: str, meta: pd.DataFrame) -> pd.DataFrame:
+    """Check canonical metadata for values that would turn into NaN/inf later; return it.
+
+    Every numeric column must be finite; pixel size and voltage positive; amplitude contrast in
+    [0, 1]; a negative CTF B-factor must not amplify Nyquist by more than e^60. Raises
+    :class:`InputFileError` naming the file, the column and the first bad row.
+    """
+    numeric = [c for c, t in CANONICAL_COLUMNS.items() if t in ("float64", "int64")]
+    check_finite(path, {c: meta[c].to_numpy() for c in numeric})
+    apix = meta["pixel_size_A"].to_numpy(np.float64)
+    nyquist_u2 = 1.0 / np.maximum(2.0 * apix, 1e-30) ** 2
+    rules = {
+        "pixel_size_A": (apix <= 0, "must be > 0"),
+        "voltage_kV": (meta["voltage_kV"].to_numpy() <= 0, "must be > 0"),
+        "amplitude_contrast": (
+            ~meta["amplitude_contrast"].between(0.0, 1.0).to_numpy(),
+            "must be in [0, 1]",
+        ),
+        "bfactor_A2": (
+            -meta["bfactor_A2"].to_numpy() / 4.0 * nyquist_u2 > 60.0,
+            "is so negative that the CTF envelope overflows (exp(-B/4·|ξ|²) > e^60 at Nyquist)",
+        ),
+        "half_set": (~meta["half_set"].isin((0, 1)).to_numpy(), "must be 0 or 1"),
+    }
+    problems = []
+    for name, (bad, what) in rules.items():
+        if np.any(bad):
+            row = int(np.flatnonzero(bad)[0])
+            value = meta[name].iloc[row]
+            problems.append(f"{name} {what} ({int(np.sum(bad))} rows; first: row {row}, {value!r})")
+    if problems:
+        raise InputFileError(path, "invalid values: " + "; ".join(problems))
+    return meta
 
 
 def group_ids(keys: Sequence[Any]) -> np.ndarray:

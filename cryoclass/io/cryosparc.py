@@ -27,6 +27,7 @@ from ..conventions import cryosparc_pose_to_matrix, matrix_to_cryosparc_pose
 from ..errors import InputFileError
 from ._meta import (
     check_finite,
+    check_meta,
     finalize_meta,
     group_ids,
     resolve_paths,
@@ -53,16 +54,26 @@ REQUIRED = (
 
 
 def load_cs(path: str | os.PathLike) -> np.ndarray:
-    """Load a ``.cs`` file as a structured array, refusing pickles and object fields."""
+    """Load a ``.cs`` file as a structured array, refusing pickles and object fields.
+
+    The ``.npy`` header is parsed and checked first (1D structured array, no object fields, data
+    size consistent with the file size), so a hostile header can neither run code nor make NumPy
+    allocate more memory than the file holds.
+    """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise InputFileError(path, "file not found")
     with open(path, "rb") as f:
         magic = f.read(6)
-    if magic[:1] == b"\x80":
-        raise InputFileError(path, "is a Python pickle; refusing to load it (not a CryoSPARC .cs)")
-    if magic != b"\x93NUMPY":
-        raise InputFileError(path, "not a readable .cs file (no NumPy .npy header)")
+        if magic[:1] == b"\x80":
+            raise InputFileError(
+                path, "is a Python pickle; refusing to load it (not a CryoSPARC .cs)"
+            )
+        if magic != b"\x93NUMPY":
+            raise InputFileError(path, "not a readable .cs file (no NumPy .npy header)")
+        f.seek(0)
+        shape, dtype, data_offset = _npy_header(path, f)
+    _check_npy_header(path, shape, dtype, data_offset)
     try:
         arr = np.load(path, allow_pickle=False)
     except ValueError as exc:
@@ -76,6 +87,41 @@ def load_cs(path: str | os.PathLike) -> np.ndarray:
     if not isinstance(arr, np.ndarray) or arr.dtype.names is None or arr.ndim != 1:
         raise InputFileError(path, "not a CryoSPARC dataset (expected a 1D structured array)")
     return arr
+
+
+def _npy_header(path: str, f: Any) -> tuple[tuple[int, ...], np.dtype, int]:
+    """``(shape, dtype, data offset)`` from an open ``.npy`` file (any malformed header →
+    :class:`InputFileError`; NumPy parses it with ``ast.literal_eval``, never ``eval``)."""
+    fmt = np.lib.format
+    try:
+        version = fmt.read_magic(f)
+        if version == (1, 0):
+            shape, _, dtype = fmt.read_array_header_1_0(f)
+        elif version in ((2, 0), (3, 0)):
+            shape, _, dtype = fmt.read_array_header_2_0(f)
+        else:
+            raise ValueError(f"unsupported .npy format version {version}")
+    except Exception as exc:  # noqa: BLE001 - ValueError, SyntaxError, TokenError, ...
+        problem = f"not a readable .cs file (malformed NumPy header: {type(exc).__name__}: {exc})"
+        raise InputFileError(path, problem) from None
+    return tuple(shape), np.dtype(dtype), int(f.tell())
+
+
+def _check_npy_header(path: str, shape: tuple[int, ...], dtype: np.dtype, offset: int) -> None:
+    if dtype.hasobject:
+        raise InputFileError(
+            path, "contains pickled Python objects; refusing to load it (not a CryoSPARC .cs)"
+        )
+    if dtype.names is None or len(shape) != 1:
+        raise InputFileError(path, "not a CryoSPARC dataset (expected a 1D structured array)")
+    need = offset + shape[0] * dtype.itemsize
+    size = os.path.getsize(path)
+    if size < need:
+        raise InputFileError(
+            path,
+            f"file is truncated: its header announces {shape[0]} rows of {dtype.itemsize} bytes "
+            f"({need} bytes) but the file has {size} bytes",
+        )
 
 
 def _with_fields(arr: np.ndarray, fields: dict[str, np.ndarray]) -> np.ndarray:
@@ -239,7 +285,7 @@ def _cs_meta(path: str, arr: np.ndarray, images: MrcsImageSource) -> pd.DataFram
         "image_path": "",
         "image_index": 0,
     }
-    return finalize_meta(columns, len(arr))
+    return check_meta(path, finalize_meta(columns, len(arr)))
 
 
 # --------------------------------------------------------------------------- writing

@@ -175,12 +175,16 @@ def read_mrc(path: str | os.PathLike) -> tuple[np.ndarray, float]:
 def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[str]:
     """Yield a temporary path next to ``path``; on success it replaces ``path`` atomically.
 
-    On an exception the temporary file is removed and ``path`` is left as it was.
+    On an exception the temporary file is removed and ``path`` is left as it was. Temporary
+    names are ``.NAME.XXXXXXXX<suffix>.tmp`` (hidden, and always ending in ``.tmp``), so a
+    process killed mid-write leaves nothing that a glob for ``*.star``/``*.mrc`` would pick up.
     """
     path = os.path.abspath(os.fspath(path))
     directory = os.path.dirname(path)
     os.makedirs(directory, exist_ok=True)
     prefix = "." + os.path.basename(path) + "."
+    if not suffix.endswith(".tmp"):
+        suffix += ".tmp"
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=prefix, suffix=suffix)
     os.close(fd)
     try:

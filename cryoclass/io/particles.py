@@ -23,7 +23,7 @@ import mrcfile
 import numpy as np
 import pandas as pd
 
-from ..errors import InputFileError
+from ..errors import InputFileError, ParameterError
 from ._meta import (
     CANONICAL_COLUMNS,
     finalize_meta,
@@ -232,7 +232,9 @@ def read_particles(
         from .star import read_star_particles
 
         if passthrough is not None:
-            raise ValueError("passthrough files apply to CryoSPARC .cs input only")
+            raise ParameterError(
+                "passthrough", f"passthrough files apply to CryoSPARC .cs input only, not {path}"
+            )
         sd = read_star_particles(path, project_dir)
         return Particles(sd.meta, sd.images, path, "star", sd.original, sd.optics)
     from .cryosparc import read_cs_particles

@@ -27,6 +27,7 @@ from ..conventions import euler_to_matrix, matrix_to_euler
 from ..errors import InputFileError
 from ._meta import (
     check_finite,
+    check_meta,
     finalize_meta,
     group_ids,
     resolve_paths,
@@ -71,7 +72,18 @@ def read_star(path: str | os.PathLike) -> dict[str, pd.DataFrame]:
     except Exception as exc:  # noqa: BLE001 - starfile/pandas raise many kinds
         problem = f"not a readable STAR file ({type(exc).__name__}: {exc})"
         raise InputFileError(path, problem) from None
-    return {k: v for k, v in blocks.items() if isinstance(v, pd.DataFrame)}
+    out: dict[str, pd.DataFrame] = {}
+    for name, block in blocks.items():
+        if isinstance(block, dict) and block:  # key-value block (e.g. a one-group data_optics)
+            block = pd.DataFrame({k: [v] for k, v in block.items()})
+        if not isinstance(block, pd.DataFrame):
+            continue
+        dup = block.columns[block.columns.duplicated()].unique().tolist()
+        if dup:
+            labels = ", ".join(map(str, dup))
+            raise InputFileError(path, f"data_{name}: label(s) {labels} appear more than once")
+        out[name] = block
+    return out
 
 
 def _particle_blocks(path: str, blocks: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, Any]:
@@ -274,7 +286,7 @@ def _star_meta(path: str, cols: _Columns, images: MrcsImageSource) -> pd.DataFra
         "image_path": "",
         "image_index": 0,
     }
-    return finalize_meta(columns, n)
+    return check_meta(path, finalize_meta(columns, n))
 
 
 # --------------------------------------------------------------------------- writing
