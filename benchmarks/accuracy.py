@@ -592,7 +592,10 @@ def summarise(s: dict[str, Any]) -> dict[str, Any]:
     }
     if rl:
         t_rl = float(np.mean([r["wall_s"] for r in rl]))
+        c_rl = float(np.mean([r["cpu_s"] for r in rl]))
+        c_cc = float(np.mean([r["cpu_s"] for r in cc]))
         out.update(t_relion=t_rl, speedup=t_rl / t_cc, ari_relion=[r["ari"] for r in rl])
+        out.update(cpu_speedup=c_rl / c_cc)
         # time RELION needed to first reach cryoclass's mean ARI (None: never reached)
         reach = []
         for r in rl:
@@ -623,7 +626,7 @@ def table_row(s: dict[str, Any]) -> str:
         fmt_aris(m["ari_relion"]) if rl else "–",
         f"{m['t_cryoclass']:.1f}",
         f"{m['t_relion']:.0f}" if rl else "–",
-        f"{m['speedup']:.1f}×" if rl else "–",
+        f"{m['speedup']:.1f}× ({m['cpu_speedup']:.1f}×)" if rl else "–",
         " / ".join("never" if x is None else f"{x:.0f}" for x in reach) if reach else "–",
         rss,
     ]
@@ -632,7 +635,7 @@ def table_row(s: dict[str, Any]) -> str:
 
 TABLE_HEAD = [
     "| N | SNR | ARI cryoclass: mean (per seed) | ARI oracle | ratio to oracle: mean; min "
-    "| ARI RELION (per seed) | wall cryoclass (s) | wall RELION (s) | speed-up "
+    "| ARI RELION (per seed) | wall cryoclass (s) | wall RELION (s) | speed-up wall (CPU) "
     "| RELION s to reach cryoclass ARI | peak RSS MB: cryoclass / oracle / RELION |",
     "|" + "---|" * 11,
 ]
@@ -683,7 +686,7 @@ def markdown(res: dict[str, Any]) -> str:
         "### Commands",
         "",
         "```",
-        res["command"],
+        *dict.fromkeys(s.get("harness_command", res["command"]) for s in settings),
         "```",
         "",
         *commands_block(settings),
@@ -788,6 +791,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--relion-extra", default="", help="extra relion_refine options (quoted)")
     p.add_argument("--force-relion", action="store_true", help="ignore cached RELION runs")
     p.add_argument("--threads", type=int, default=2, help="cores for every program")
+    p.add_argument("--report-only", action="store_true", help="only rewrite RESULTS.md from JSON")
     p.add_argument("--no-jit", dest="jit", action="store_false", help="skip the JIT measurement")
     p.add_argument("--workdir", default=str(HERE / "results" / "work"), help="datasets, outputs")
     p.add_argument("--out", default=str(HERE / "results" / "accuracy.json"))
@@ -804,6 +808,9 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(a.out)
     res = json.loads(out.read_text()) if out.exists() else {"settings": []}
     old = {setting_id(s["dataset"]): s for s in res["settings"]}
+    if a.report_only:
+        write_results_md(Path(a.results_md), markdown(res))
+        return 0
     res.update(machine=machine_info(), threads=a.threads, json=os.path.relpath(out, REPO))
     res["command"] = shlex.join([".venv/bin/python", os.path.relpath(__file__, REPO), *argv])
     if a.jit:
@@ -813,6 +820,7 @@ def main(argv: list[str] | None = None) -> int:
         for snr in a.snr:
             key = setting_id(dataset_params(a, n, snr))
             old[key] = run_setting(a, n, snr, old.get(key))
+            old[key]["harness_command"] = res["command"]
             res["settings"] = list(old.values())
             res["updated"] = now()
             save(res, out, Path(a.results_md))
