@@ -297,6 +297,7 @@ def regroup(
     *,
     mask: Any = None,
     min_class_size: float = 0,
+    min_superclass_fraction: float = 0.02,
     exclude: Iterable[int] = (),
     method: str = "hierarchical",
     sizes: Any = None,
@@ -318,6 +319,11 @@ def regroup(
         Classes with fewer particles are left out (superclass −1).
     exclude : iterable of int
         Classes (0-based) left out by hand.
+    min_superclass_fraction : float
+        Hierarchical only: a branch of the tree holding less than this fraction of the
+        particles is not made a superclass of its own (the tree is cut deeper until ``S``
+        branches each hold at least this much; the small branches join the superclass they
+        correlate with best, by average correlation). 0 = plain ``maxclust`` cut.
     method : {'hierarchical', 'spectral'}
     sizes : (K,) array, optional
         Class weights (default: hard particle counts, or 1 for bare maps).
@@ -333,7 +339,7 @@ def regroup(
     -------
     Regrouping
     """
-    from scipy.cluster.hierarchy import dendrogram, fcluster, linkage
+    from scipy.cluster.hierarchy import dendrogram, linkage
     from scipy.spatial.distance import squareform
 
     if method not in ("hierarchical", "spectral"):
@@ -378,7 +384,7 @@ def regroup(
     if len(active) == 1:
         raw = np.zeros(1, np.int64)
     elif method == "hierarchical":
-        raw = fcluster(Z, n, criterion="maxclust") - 1
+        raw = _cut_tree(Z, n, sz[active], 1.0 - d, min_superclass_fraction)
     else:
         raw = _spectral(d, n, spectral_backend)
     # number superclasses by decreasing size (ties: lowest class first)
@@ -412,6 +418,28 @@ def regroup(
         reasons=reasons,
         lowpass_A=None if lp is None else float(lp),
     )
+
+
+def _cut_tree(Z: np.ndarray, n: int, w: np.ndarray, corr: np.ndarray, min_frac: float) -> Any:
+    """``n`` clusters of the average-linkage tree ``Z``, mass-aware (see ``regroup``)."""
+    from scipy.cluster.hierarchy import fcluster
+
+    total = max(float(w.sum()), 1e-300)
+    for m in range(n, len(w) + 1):
+        raw = fcluster(Z, m, criterion="maxclust") - 1
+        ids = np.unique(raw)
+        mass = np.array([w[raw == g].sum() for g in ids])
+        big = ids[np.argsort(-mass, kind="stable")[:n]]
+        if len(big) == n and np.all(mass[np.isin(ids, big)] >= min_frac * total):
+            break
+    out = np.full(len(w), -1, np.int64)
+    for j, g in enumerate(big):
+        out[raw == g] = j
+    for g in ids[~np.isin(ids, big)]:  # small branches join the best-correlated superclass
+        members = raw == g
+        score = [corr[np.ix_(members, out == j)].mean() for j in range(n)]
+        out[members] = int(np.argmax(score))
+    return out
 
 
 def _left_out(
