@@ -182,6 +182,20 @@ class ClassificationParams:
         2, "Fourier padding factor of the class volumes (trilinear interpolation).", min=1, max=4
     )
     chunk_size: int = _p(1024, "Particles per kernel call (bounds working memory).", min=1)
+    cache_dir: str = _p(
+        "",
+        "Directory for the on-disk cache of preprocessed particles (cropped, recentred, CTF on "
+        "the classification disc). The passes stream it chunk by chunk, so memory does not grow "
+        "with the number of particles; later runs with the same particles and filter resolution "
+        "reuse it, and it is rebuilt when they change. Empty: keep the particles in memory.",
+    )
+    memory_limit_GB: float = _p(
+        0.0,
+        "Most memory (GB) the preprocessed particles may take in RAM. Larger datasets are "
+        "streamed from the particle cache (cache_dir, or OUTDIR/particle_cache when only an "
+        "output directory is given); without either they are refused. 0 = no limit.",
+        min=0.0,
+    )
 
     # ------------------------------------------------------------------ validation
     def __post_init__(self) -> None:

@@ -33,6 +33,7 @@ True
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -296,6 +297,15 @@ def split_accumulator(acc: Any) -> tuple[Any, Any]:
 
 
 # --------------------------------------------------------------------------- engine kernels
+def _use_xp(impl: str, xp: Any) -> bool:
+    """Whether to run the array-code twin: ``impl='xp'``, a CuPy input, or ``impl='auto'`` with
+    the environment variable ``CRYOCLASS_KERNEL_IMPL=xp`` (runs the GPU algorithm on NumPy: how
+    CI without a GPU checks the whole job's GPU path)."""
+    if impl == "auto":
+        impl = os.environ.get("CRYOCLASS_KERNEL_IMPL", "auto")
+    return impl == "xp" or xp is not np
+
+
 def _prep(A, X, C, alpha, wsig, xp):
     return (
         xp.ascontiguousarray(xp.asarray(A, dtype=np.float32)),
@@ -336,7 +346,7 @@ def loglik(
     """
     xp = get_array_module(grid, X)
     A, X, C, alpha, wsig = _prep(A, X, C, alpha, wsig, xp)
-    if impl == "xp" or (impl == "auto" and xp is not np):
+    if _use_xp(impl, xp):
         return _loglik_xp(grid, A, X, C, alpha, wsig, geom)
     from ._slice_numba import loglik_kernel
 
@@ -369,7 +379,7 @@ def backproject_weighted(
     A, X, C, alpha, wsig = _prep(A, X, C, alpha, wsig, xp)
     r = xp.ascontiguousarray(xp.asarray(r, dtype=np.float32))
     half = xp.ascontiguousarray(xp.asarray(half, dtype=np.int64))
-    if impl == "xp" or (impl == "auto" and xp is not np):
+    if _use_xp(impl, xp):
         _backproject_xp(A, X, C, alpha, wsig, r, half, geom, acc, rmin)
         return
     import numba
@@ -395,14 +405,16 @@ def backproject_weighted(
     )
 
 
-def slice_stats(grid: Any, A: Any, X: Any, C: Any, geom: SliceGeometry) -> tuple[Any, Any, Any]:
+def slice_stats(
+    grid: Any, A: Any, X: Any, C: Any, geom: SliceGeometry, impl: str = "auto"
+) -> tuple[Any, Any, Any]:
     """Per-particle, per-shell sums against one volume (class 0 of ``grid``):
     ``Σ w|X|²``, ``Σ w Re(X* C V)``, ``Σ w C²|V|²`` — each ``(n, n_shells)`` float64.
     The noise model σ²(shell) and the optimal per-particle scale are built from these."""
     xp = get_array_module(grid, X)
     A, X, C, _, _ = _prep(A, X, C, np.ones(1), np.ones(1), xp)
     n, S = X.shape[0], geom.n_shells
-    if xp is not np:
+    if _use_xp(impl, xp):
         V = _gather_xp(grid[..., :1], A, geom)[..., 0]
         P = C * V
         w = xp.asarray(geom.weight)[None, :]

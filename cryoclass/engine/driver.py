@@ -28,7 +28,7 @@ from .em import (
     tune_class_similarity,
 )
 from .init import init_input, init_pca, init_simple
-from .passes import consensus_pass, em_pass, stats_pass
+from .passes import consensus_pass, em_pass, power_pass, stats_pass
 from .problem import Problem
 from .reconstruct import ClassStats, ConsensusPrior, reconstruct
 from .state import EMState
@@ -105,13 +105,8 @@ class Driver:
         """Noise model, per-particle scale, consensus map and solvent mask."""
         p, prob, xp, st = self.p, self.prob, self.xp, self.st
         self.emit(PhaseStarted(phase="consensus", time_s=self.now()))
-        S = self.geom.n_shells
         # initial noise power: the data's own power per shell (noise-dominated at low SNR)
-        power = np.zeros(S)
-        for s in range(0, prob.n, p.chunk_size):
-            Xc = to_numpy(prob.X[s : s + p.chunk_size])
-            pw = (Xc.real**2 + Xc.imag**2) * self.geom.weight[None, :]
-            power += np.bincount(self.geom.shell, weights=pw.sum(0), minlength=S)
+        power = power_pass(prob, p.chunk_size, self.check)
         st.sig2 = np.maximum(power / (prob.n * np.maximum(self.counts, 1)), 1e-30)
         st.sig2[0] = st.sig2[1]
         mode = p.per_particle_scale

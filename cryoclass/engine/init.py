@@ -48,7 +48,7 @@ def _subset_volumes(
     chunk_size: int,
     check: Callable[[], None] | None,
 ) -> Any:
-    xp = get_array_module(prob.X)
+    xp = prob.xp
     labels, idx = subset_labels(prob.n, n_sets, per_set, seed)
     stats = ClassStats.zeros(prob.geom, n_sets, xp)
     hard_pass(prob, idx, labels, stats, wsig, alpha, chunk_size, check)
@@ -63,7 +63,7 @@ def _per_set(prob: Problem, K: int, requested: int) -> int:
 def _lowres(prob: Problem, res_A: float, wsig: Any, mask: Any, tau2: np.ndarray) -> tuple:
     """The problem, weights, mask and τ² restricted to the initial resolution (small box)."""
     lp, cols = lowres_problem(prob, res_A)
-    xp = get_array_module(prob.X)
+    xp = prob.xp
     mask_l = xp.asarray(np.clip(to_numpy(resample_mask(mask, lp.box_c)), 0.0, 1.0))
     return lp, wsig[xp.asarray(cols)], mask_l, tau2[:, : lp.geom.n_shells]
 
@@ -131,7 +131,7 @@ def init_pca(
     from scipy.cluster.vq import kmeans2
 
     lp, wsig_l, mask_l, tau2_l = _lowres(prob, init_res_A, wsig, mask, tau2)
-    xp = get_array_module(prob.X)
+    xp = prob.xp
     # subsets must be big enough for their composition to carry the heterogeneity signal:
     # at most N/8 particles each, disjoint within a group of at most N/per reconstructions
     per = max(1, min(per_set, prob.n // 8))

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -52,6 +53,11 @@ from .state import EMState, load_checkpoint, save_checkpoint
 __all__ = ["Classification", "classify"]
 
 Callback = Callable[[Any], None]
+#: Files a classification writes at the top of OUTDIR (see :mod:`cryoclass.engine.result`).
+_OUTPUT_NAME = re.compile(
+    r"(particles\.(star|cs|mrcs)|selected\.(star|cs)|class_\d+\.(star|cs|mrc)|volumes\.zip"
+    r"|consensus\.mrc|mask_(solvent|focus)\.mrc|iterations\.csv|params\.yaml)"
+)
 
 
 def _load_volume(v: Any, name: str) -> tuple[np.ndarray, float, str]:
@@ -87,6 +93,10 @@ class Classification:
         Command line recorded in ``params.yaml``.
     provenance : dict, optional
         Recorded in ``params.yaml`` (set by :func:`cryoclass.followup.reclassify`).
+    client : dask.distributed.Client, optional
+        Shard the particles over this cluster's workers (see :mod:`cryoclass.distributed`):
+        each preprocesses its shard and computes E-steps and partial statistics; this process
+        reduces them. Same result as one process up to float summation order.
     """
 
     def __init__(
@@ -102,6 +112,7 @@ class Classification:
         overwrite: bool = False,
         command: str = "",
         provenance: dict[str, Any] | None = None,
+        client: Any = None,
         **overrides: Any,
     ):
         if params is None:
@@ -123,8 +134,10 @@ class Classification:
         self.outdir = Path(outdir) if outdir is not None else None
         self.command = command
         self.provenance = provenance
+        self.client = client
         self._resume = resume
         if self.outdir is not None:
+            self._refuse_overwriting_inputs([solvent_mask, focus_mask, *(init_volumes or [])])
             self._check_outdir(overwrite, resume)
         self._callbacks: list[Callback] = []
         self._cancel = threading.Event()
@@ -168,7 +181,10 @@ class Classification:
 
     def _fingerprint(self) -> str:
         meta = self.particles.meta
-        h = hashlib.sha256(json.dumps(self.params.to_dict(), sort_keys=True).encode())
+        d = self.params.to_dict()
+        for k in ("cache_dir", "memory_limit_GB"):  # where the data live, not what is computed
+            d.pop(k, None)
+        h = hashlib.sha256(json.dumps(d, sort_keys=True).encode())
         h.update(np.ascontiguousarray(meta["uid"].to_numpy()).tobytes())
         return h.hexdigest()[:16]
 
@@ -194,6 +210,24 @@ class Classification:
                 "already holds a classification; use resume to continue it "
                 "or overwrite to replace it",
             )
+
+    def _refuse_overwriting_inputs(self, extra: list[Any]) -> None:
+        """Inputs are never modified: refuse an OUTDIR where an output would replace one."""
+        d = Path(self.outdir or ".").resolve()
+        files = [str(getattr(self.particles, "source_path", "") or "")]
+        files += np.unique(self.particles.meta["image_path"].astype(str)).tolist()
+        files += [os.fspath(v) for v in extra if isinstance(v, (str, os.PathLike))]
+        for name in files:
+            f = Path(name).resolve() if name else None
+            if f is None or not f.is_relative_to(d):
+                continue
+            rel = f.relative_to(d).parts
+            if rel[0] in ("diagnostics", "checkpoint") or _OUTPUT_NAME.fullmatch(rel[0]):
+                raise InputFileError(
+                    self.outdir,
+                    f"its outputs would replace the input file {f.name}; "
+                    "choose another output directory",
+                )
 
     # ------------------------------------------------------------------ events
     def subscribe(self, callback: Callback) -> Callback:
@@ -254,9 +288,7 @@ class Classification:
             self._check_cancel()
             self._emit(Progress(phase="preprocess", done=done, total=total, time_s=now()))
 
-        prob = build_problem(
-            self.particles, p.filter_res_A, p.pad, p.chunk_size, self.xp, progress=progress
-        )
+        prob = self._make_problem(progress)
         self.problem = prob
         yield
         outdir = self.outdir
@@ -275,8 +307,40 @@ class Classification:
                 )
 
         driver = Driver(prob, p, self.xp, state, self._emit, self._check_cancel, save, self._inputs)
-        yield from driver.run()
+        try:
+            yield from driver.run()
+        finally:
+            if prob.store.remote:  # free the shards on the Dask workers
+                prob.store.executor.close()
         self._finish(prob, state, now)
+
+    def _cache_dir(self) -> str:
+        """``cache_dir``, or OUTDIR/particle_cache when the particles exceed
+        ``memory_limit_GB`` and only an output directory is given."""
+        p = self.params
+        if p.cache_dir or p.memory_limit_GB <= 0 or self.outdir is None:
+            return p.cache_dir
+        from ..core.slices import SliceGeometry
+
+        r_max = min(self.box * self.pixel_size_A / p.filter_res_A, self.box_c / 2)
+        M = SliceGeometry(self.box_c, p.pad, r_max=r_max).M
+        need_GB = len(self.particles) * M * 12 / 1e9
+        return str(self.outdir / "particle_cache") if need_GB > p.memory_limit_GB else ""
+
+    def _make_problem(self, progress: Callable[[int, int], None]) -> Problem:
+        p = self.params
+        cache = self._cache_dir()
+        if self.client is not None:
+            from ..distributed import build_sharded_problem
+
+            return build_sharded_problem(
+                self.client, self.particles, p.filter_res_A, p.pad, p.chunk_size, p.device,
+                cache, progress,
+            )  # fmt: skip
+        return build_problem(
+            self.particles, p.filter_res_A, p.pad, p.chunk_size, self.xp, progress=progress,
+            cache_dir=cache or None, memory_limit_GB=p.memory_limit_GB,
+        )  # fmt: skip
 
     def _finish(self, prob: Problem, st: EMState, now: Callable[[], float]) -> None:
         self._emit(PhaseStarted(phase="finish", time_s=now()))

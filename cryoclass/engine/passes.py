@@ -5,6 +5,12 @@ computes the K log-likelihoods (fused kernel), the posteriors (with class simila
 scatters the responsibility-weighted particles into the class statistics — one read of the
 particle data per pass.
 
+Device residency: on the GPU (``xp = cupy``) the particle rows, class grid, responsibilities and
+per-particle outputs stay on the device for the whole pass; per-particle outputs are copied to the
+host once, at the end of the pass. A problem whose store is remote (Dask shards, see
+:mod:`cryoclass.distributed`) is handed to its executor, which runs the same functions on the
+workers and reduces the partial statistics in a fixed order.
+
 Example
 -------
 >>> from cryoclass.engine.passes import chunks
@@ -26,7 +32,20 @@ from .em import responsibilities
 from .problem import Problem
 from .reconstruct import ClassStats
 
-__all__ = ["PassResult", "em_pass", "consensus_pass", "stats_pass", "chunks", "hard_pass"]
+__all__ = [
+    "PassResult",
+    "em_pass",
+    "consensus_pass",
+    "stats_pass",
+    "chunks",
+    "hard_pass",
+    "power_pass",
+]
+
+
+def _remote(prob: Problem) -> Any:
+    """The executor of a problem whose rows live elsewhere (None for local problems)."""
+    return prob.store.executor if prob.store.remote else None
 
 
 def chunks(idx: Any, size: int) -> Iterator[Any]:
@@ -66,14 +85,24 @@ def em_pass(
     """E-step on ``idx`` with the class ``grid``; when ``stats`` is given, also accumulate
     ``weight · r`` into it (M-step statistics). ``check()`` is called between chunks (raises to
     cancel)."""
+    ex = _remote(prob)
+    if ex is not None:
+        if r_override is not None:
+            raise NotImplementedError("r_override is not supported with a distributed problem")
+        return ex.em_pass(
+            prob, idx, grid, log_prior, wsig, alpha, beta=beta, force_hard=force_hard,
+            stats=stats, weight=weight, chunk_size=chunk_size, check=check, progress=progress,
+        )  # fmt: skip
     xp = get_array_module(grid)
     K = grid.shape[-1]
     n = len(idx)
-    out_r = np.empty((n, K), np.float32)
-    out_ll = np.empty((n, K), np.float64)
-    out_ess = np.empty(n)
-    out_hard = np.empty(n, np.int64)
-    out_ev = np.empty(n)
+    out_r = xp.empty((n, K), np.float32)
+    out_ll = xp.empty((n, K), np.float64)
+    out_ess = xp.empty(n, np.float64)
+    out_hard = xp.empty(n, np.int64)
+    out_ev = xp.empty(n, np.float64)
+    mass: Any = None if stats is None else xp.asarray(stats.mass, dtype=np.float64)
+    lp = xp.asarray(log_prior, dtype=np.float64)
     pos = 0
     for c in chunks(idx, chunk_size):
         if check is not None:
@@ -82,21 +111,29 @@ def em_pass(
         A, X, C, half = prob.take(ci)
         al = alpha[ci]
         ll = loglik(grid, A, X, C, al, wsig, prob.geom)
-        r, ess, hard, ev = responsibilities(ll, log_prior, beta, force_hard)
+        r, ess, hard, ev = responsibilities(ll, lp, beta, force_hard)
         if r_override is not None:
             r = xp.asarray(r_override(c, to_numpy(r)))
         if stats is not None:
             backproject_weighted(
                 A, X, C, al, wsig, r * np.float32(weight), half, prob.geom, stats.acc
             )
-            stats.mass = stats.mass + weight * to_numpy(r).astype(np.float64).sum(0)
+            mass = mass + weight * r.astype(np.float64).sum(0)
         sl = slice(pos, pos + len(c))
-        out_r[sl], out_ll[sl] = to_numpy(r), to_numpy(ll)
-        out_ess[sl], out_hard[sl], out_ev[sl] = to_numpy(ess), to_numpy(hard), to_numpy(ev)
+        out_r[sl], out_ll[sl], out_ess[sl], out_hard[sl], out_ev[sl] = r, ll, ess, hard, ev
         pos += len(c)
         if progress is not None:
             progress(pos, n)
-    return PassResult(np.asarray(idx), out_r, out_ll, out_ess, out_hard, out_ev)
+    if stats is not None:
+        stats.mass = to_numpy(mass)
+    return PassResult(
+        np.asarray(idx),
+        to_numpy(out_r),
+        to_numpy(out_ll),
+        to_numpy(out_ess),
+        to_numpy(out_hard),
+        to_numpy(out_ev),
+    )
 
 
 def hard_pass(
@@ -111,17 +148,22 @@ def hard_pass(
 ) -> None:
     """Accumulate particles ``idx`` with one-hot responsibilities ``labels`` (class per particle)
     into ``stats`` (used by initialisation, the consensus and class re-seeding)."""
+    ex = _remote(prob)
+    if ex is not None:
+        ex.hard_pass(prob, idx, labels, stats, wsig, alpha, chunk_size, check)
+        return
     xp = get_array_module(stats.acc)
     K = stats.K
+    labels = np.asarray(labels, np.int64)
     for c, lab in zip(chunks(idx, chunk_size), chunks(labels, chunk_size)):
         if check is not None:
             check()
         ci = xp.asarray(c)
         A, X, C, half = prob.take(ci)
-        r = np.zeros((len(c), K), np.float32)
-        r[np.arange(len(c)), lab] = 1.0
-        backproject_weighted(A, X, C, alpha[ci], wsig, xp.asarray(r), half, prob.geom, stats.acc)
-        stats.mass = stats.mass + r.sum(0)
+        r = xp.zeros((len(c), K), np.float32)
+        r[xp.arange(len(c)), xp.asarray(lab)] = 1.0
+        backproject_weighted(A, X, C, alpha[ci], wsig, r, half, prob.geom, stats.acc)
+        stats.mass = stats.mass + np.bincount(lab, minlength=K).astype(np.float64)
 
 
 def consensus_pass(
@@ -132,8 +174,7 @@ def consensus_pass(
     check: Callable[[], None] | None = None,
 ) -> ClassStats:
     """Statistics of all particles in one class (the consensus reconstruction)."""
-    xp = get_array_module(prob.X)
-    stats = ClassStats.zeros(prob.geom, 1, xp)
+    stats = ClassStats.zeros(prob.geom, 1, prob.xp)
     idx = np.arange(prob.n)
     hard_pass(prob, idx, np.zeros(prob.n, np.int64), stats, wsig, alpha, chunk_size, check)
     return stats
@@ -147,7 +188,10 @@ def stats_pass(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-particle, per-shell sums against the consensus volume (see
     :func:`cryoclass.core.slices.slice_stats`), for the noise model and per-particle scale."""
-    xp = get_array_module(prob.X)
+    ex = _remote(prob)
+    if ex is not None:
+        return ex.stats_pass(prob, consensus, chunk_size, check)
+    xp = prob.xp
     grid = volumes_to_grid(consensus[None], prob.geom)
     outs = [np.empty((prob.n, prob.geom.n_shells)) for _ in range(3)]
     for c in chunks(np.arange(prob.n), chunk_size):
@@ -158,3 +202,25 @@ def stats_pass(
         for o, v in zip(outs, slice_stats(grid, A, X, C, prob.geom)):
             o[c] = to_numpy(v)
     return outs[0], outs[1], outs[2]
+
+
+def power_pass(
+    prob: Problem, chunk_size: int = 1024, check: Callable[[], None] | None = None
+) -> np.ndarray:
+    """Σ over particles of the Hermitian-weighted data power ``w·|X|²`` per shell, ``(S,)``
+    float64 (the initial noise model)."""
+    ex = _remote(prob)
+    if ex is not None:
+        return np.asarray(ex.power_pass(prob, chunk_size, check))
+    xp, g = prob.xp, prob.geom
+    S = g.n_shells
+    w = xp.asarray(g.weight)[None, :]
+    sh = xp.asarray(g.shell)
+    power = xp.zeros(S, np.float64)
+    for s in range(0, prob.n, chunk_size):
+        if check is not None:
+            check()
+        X, _ = prob.store.rows(s, min(s + chunk_size, prob.n))
+        pw = ((X.real**2 + X.imag**2) * w).sum(0)
+        power += xp.bincount(sh, weights=pw, minlength=S)
+    return to_numpy(power)

@@ -4,7 +4,9 @@ Each particle image is Fourier-transformed, cropped to the classification box ``
 resolution), recentred by its origin, and reduced to the half-plane disc ``0 < |k| ≤ r_max``
 (``r_max = D·apix / filter_res``). Its CTF is evaluated on the same disc. The result is a
 :class:`Problem`: dense arrays ``X (N, M) complex64``, ``C (N, M) float32``, poses, half-sets and
-input scales, on the chosen backend.
+input scales, on the chosen backend. ``X`` and ``C`` live in a particle store
+(:mod:`cryoclass.engine.store`): in memory, or — with ``cache_dir`` — in an on-disk cache that the
+passes stream chunk by chunk (reused by later runs with the same particles and filter resolution).
 
 Example
 -------
@@ -18,18 +20,21 @@ Example
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ..backend import get_array_module, to_device
+from ..backend import to_device
 from ..conventions import classification_box, ctf_2d, fourier_crop_2d, recentre_phase
 from ..core.slices import SliceGeometry, extract_disc
-from ..errors import InputFileError
+from ..errors import InputFileError, ParameterError
+from .store import ArrayStore, DiskStore, ParticleStore, open_or_build_cache
 
-__all__ = ["Problem", "build_problem", "lowres_problem"]
+__all__ = ["Problem", "build_problem", "lowres_problem", "DiskStore"]
 
 
 @dataclass
@@ -39,8 +44,8 @@ class Problem:
     Attributes
     ----------
     geom : SliceGeometry of the classification box (disc of M pixels, padding).
-    X : (N, M) complex64 recentred particle transforms on the disc.
-    C : (N, M) float32 CTF on the disc.
+    store : ParticleStore holding ``X (N, M)`` complex64 recentred particle transforms and
+        ``C (N, M)`` float32 CTF on the disc (in memory or an on-disk cache).
     A : (N, 3, 3) float32 RELION rotation matrices.
     half : (N,) int64 half-set 0/1.
     scale_input : (N,) float32 upstream per-particle scale.
@@ -50,8 +55,7 @@ class Problem:
     """
 
     geom: SliceGeometry
-    X: Any
-    C: Any
+    store: ParticleStore
     A: Any
     half: Any
     scale_input: Any
@@ -63,15 +67,30 @@ class Problem:
 
     @property
     def n(self) -> int:
-        return int(self.X.shape[0])
+        return int(self.store.n)
+
+    @property
+    def xp(self) -> Any:
+        """Array module of the rows :meth:`take` returns (NumPy or CuPy)."""
+        return self.store.xp
+
+    @property
+    def X(self) -> Any:
+        """All transforms (materialised for on-disk stores; the engine uses :meth:`take`)."""
+        return self.store.X
+
+    @property
+    def C(self) -> Any:
+        return self.store.C
 
     def shell_frequencies_invA(self) -> np.ndarray:
         """Spatial frequency (1/Å) of the classification shells 0..n_shells-1."""
         return np.arange(self.geom.n_shells) / (self.box_c * self.pixel_size_c_A)
 
     def take(self, idx: Any) -> tuple[Any, Any, Any, Any]:
-        """``(A, X, C, half)`` rows for particle indices ``idx``."""
-        return self.A[idx], self.X[idx], self.C[idx], self.half[idx]
+        """``(A, X, C, half)`` rows for particle indices ``idx`` (sorted)."""
+        X, C = self.store.take(idx)
+        return self.A[idx], X, C, self.half[idx]
 
 
 def lowres_problem(prob: Problem, res_A: float) -> tuple[Problem, np.ndarray]:
@@ -88,17 +107,10 @@ def lowres_problem(prob: Problem, res_A: float) -> tuple[Problem, np.ndarray]:
     geom = SliceGeometry(Dl, prob.geom.pad, r_max=min(prob.box * prob.pixel_size_A / res_A, Dl / 2))
     full = {(int(x), int(y)): j for j, (x, y) in enumerate(zip(prob.geom.kx, prob.geom.ky))}
     cols = np.array([full[(int(x), int(y))] for x, y in zip(geom.kx, geom.ky)], np.int64)
-    xp = get_array_module(prob.X)
-    c = xp.asarray(cols)
-    sub = Problem(
+    sub = dataclasses.replace(
+        prob,
         geom=geom,
-        X=prob.X[:, c],
-        C=prob.C[:, c],
-        A=prob.A,
-        half=prob.half,
-        scale_input=prob.scale_input,
-        box=prob.box,
-        pixel_size_A=prob.pixel_size_A,
+        store=prob.store.columns(cols),
         box_c=Dl,
         pixel_size_c_A=apix_l,
         filter_res_A=res_A,
@@ -122,33 +134,17 @@ def _disc_ctf(meta: Any, rows: np.ndarray, freq_x: np.ndarray, freq_y: np.ndarra
     ).astype(np.float32)
 
 
-def build_problem(
-    particles: Any,
-    filter_res_A: float,
-    pad: int = 2,
-    chunk_size: int = 1024,
-    xp: Any = np,
-    progress: Callable[[int, int], None] | None = None,
-) -> Problem:
-    """Read, crop, recentre and CTF-evaluate all particles (in chunks) into a :class:`Problem`.
-
-    ``progress(done, total)`` is called after each chunk.
-    """
+def _preprocess_chunks(particles: Any, geom: SliceGeometry, chunk_size: int) -> Any:
+    """Yield ``(idx, X, C)`` NumPy blocks of preprocessed particles, in order."""
     meta = particles.meta
-    N = len(particles)
     D = int(particles.box)
     apix = float(particles.pixel_size_A)
-    Dc, apix_c = classification_box(D, apix, filter_res_A)
-    r_max = min(D * apix / filter_res_A, Dc / 2)
-    geom = SliceGeometry(Dc, pad, r_max=r_max)
     freq_x = geom.kx.astype(np.float64) / (D * apix)  # 1/Å
     freq_y = geom.ky.astype(np.float64) / (D * apix)
-    X = np.empty((N, geom.M), np.complex64)
-    C = np.empty((N, geom.M), np.float32)
     sx = meta["shift_x_A"].to_numpy(np.float64)
     sy = meta["shift_y_A"].to_numpy(np.float64)
-    done = 0
-    for idx, imgs in particles.images.chunks(chunk_size):
+    release = getattr(particles.images, "release", None)
+    for n_chunk, (idx, imgs) in enumerate(particles.images.chunks(chunk_size)):
         idx = np.asarray(idx)
         if not np.all(np.isfinite(imgs)):
             bad = int(idx[np.nonzero(~np.isfinite(imgs).all(axis=(1, 2)))[0][0]])
@@ -157,21 +153,75 @@ def build_problem(
                 f"particle {bad} has NaN or inf pixel values",
             )
         F = np.fft.rfft2(np.fft.ifftshift(imgs.astype(np.float32), axes=(-2, -1)))
-        F = fourier_crop_2d(F, Dc)
+        F = fourier_crop_2d(F, geom.Dc)
         disc = extract_disc(F, geom)
         ph = recentre_phase(freq_x[None, :], freq_y[None, :], sx[idx][:, None], sy[idx][:, None])
-        X[idx] = (disc * ph).astype(np.complex64)
-        C[idx] = _disc_ctf(meta, idx, freq_x, freq_y)
-        done += len(idx)
-        if progress is not None:
-            progress(done, N)
+        yield idx, (disc * ph).astype(np.complex64), _disc_ctf(meta, idx, freq_x, freq_y)
+        if release is not None and n_chunk % 16 == 15:
+            release()  # unmap image stacks so their pages do not pile up in resident memory
+
+
+def build_problem(
+    particles: Any,
+    filter_res_A: float,
+    pad: int = 2,
+    chunk_size: int = 1024,
+    xp: Any = np,
+    progress: Callable[[int, int], None] | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    memory_limit_GB: float = 0.0,
+) -> Problem:
+    """Read, crop, recentre and CTF-evaluate all particles (in chunks) into a :class:`Problem`.
+
+    ``progress(done, total)`` is called after each chunk. With ``cache_dir`` the preprocessed
+    particles go to (or are reused from) an on-disk cache there and are streamed by the passes;
+    without it they are kept in memory, unless they would take more than ``memory_limit_GB``
+    (> 0), which is refused with a message naming ``cache_dir``.
+    """
+    meta = particles.meta
+    N = len(particles)
+    D = int(particles.box)
+    apix = float(particles.pixel_size_A)
+    Dc, apix_c = classification_box(D, apix, filter_res_A)
+    r_max = min(D * apix / filter_res_A, Dc / 2)
+    geom = SliceGeometry(Dc, pad, r_max=r_max)
+    store: ParticleStore
+    if cache_dir:
+
+        def fill(write: Callable[[np.ndarray, np.ndarray, np.ndarray], None]) -> None:
+            done = 0
+            for idx, X, C in _preprocess_chunks(particles, geom, chunk_size):
+                write(idx, X, C)
+                done += len(idx)
+                if progress is not None:
+                    progress(done, N)
+
+        store, reused = open_or_build_cache(particles, filter_res_A, cache_dir, geom.M, fill, xp)
+        if reused and progress is not None:
+            progress(N, N)
+    else:
+        need_GB = N * geom.M * 12 / 1e9
+        if memory_limit_GB > 0 and need_GB > memory_limit_GB:
+            raise ParameterError(
+                "memory_limit_GB",
+                f"the preprocessed particles need {need_GB:.2f} GB, more than the limit of "
+                f"{memory_limit_GB:g} GB; set cache_dir to stream them from disk",
+            )
+        X = np.empty((N, geom.M), np.complex64)
+        C = np.empty((N, geom.M), np.float32)
+        done = 0
+        for idx, Xc, Cc in _preprocess_chunks(particles, geom, chunk_size):
+            X[idx], C[idx] = Xc, Cc
+            done += len(idx)
+            if progress is not None:
+                progress(done, N)
+        store = ArrayStore(to_device(X, xp), to_device(C, xp))
     A = particles.rotations.astype(np.float32)
     half = meta["half_set"].to_numpy(np.int64) % 2
     scale = meta["scale"].to_numpy(np.float32)
     return Problem(
         geom=geom,
-        X=to_device(X, xp),
-        C=to_device(C, xp),
+        store=store,
         A=to_device(A, xp),
         half=to_device(half, xp),
         scale_input=to_device(scale, xp),

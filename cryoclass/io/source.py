@@ -100,6 +100,10 @@ class ImageSource:
         """A source over ``indices`` of this one (no data is read)."""
         return SubsetImageSource(self, self._check_indices(indices))
 
+    def release(self) -> None:
+        """Drop cached file mappings (their pages leave the process's resident memory); the
+        source stays usable and re-opens files on the next read. No-op for in-memory sources."""
+
 
 class ArrayImageSource(ImageSource):
     """Images held in memory.
@@ -137,6 +141,9 @@ class SubsetImageSource(ImageSource):
 
     def subset(self, indices: Any) -> ImageSource:
         return SubsetImageSource(self.parent, self.indices[self._check_indices(indices)])
+
+    def release(self) -> None:
+        self.parent.release()
 
     def __repr__(self) -> str:
         return f"SubsetImageSource(n={self._n}, parent={self.parent!r})"
@@ -229,6 +236,10 @@ class MrcsImageSource(ImageSource):
             else:
                 out[where] = stack[local]
         return out
+
+    def release(self) -> None:
+        with self._lock:
+            self._open.clear()
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
