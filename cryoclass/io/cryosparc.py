@@ -207,7 +207,10 @@ def read_cs_particles(
         raise InputFileError(path, f"missing required fields: {', '.join(missing)}")
     if len(arr) == 0:
         raise InputFileError(path, "the dataset has no particles")
-    raw = np.char.decode(np.asarray(arr["blob/path"]).astype(bytes), "utf-8")
+    try:
+        raw = np.char.decode(np.asarray(arr["blob/path"]).astype(bytes), "utf-8")
+    except (UnicodeDecodeError, TypeError, ValueError) as exc:
+        raise InputFileError(path, f"blob/path is not UTF-8 text ({exc})") from None
     names = np.char.lstrip(raw, ">")  # CryoSPARC marks imported (symlinked) blobs with '>'
     resolved = resolve_paths(path, np.unique(names), _stack_bases(path, project_dir))
     image_path = np.array([resolved[s] for s in names])

@@ -70,7 +70,8 @@ def read_star(path: str | os.PathLike) -> dict[str, pd.DataFrame]:
             warnings.simplefilter("ignore")
             blocks = starfile.read(path, always_dict=True)
     except Exception as exc:  # noqa: BLE001 - starfile/pandas raise many kinds
-        problem = f"not a readable STAR file ({type(exc).__name__}: {exc})"
+        detail = " ".join(str(exc).split())  # one line (pandas errors span several)
+        problem = f"not a readable STAR file ({type(exc).__name__}: {detail})"
         raise InputFileError(path, problem) from None
     out: dict[str, pd.DataFrame] = {}
     for name, block in blocks.items():

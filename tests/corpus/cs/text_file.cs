@@ -1,0 +1,2 @@
+uid,blob/path
+1,stack.mrcs
