@@ -18,6 +18,7 @@ import numpy as np
 from ..backend import to_numpy
 from ..core.masks import auto_solvent_mask, spherical_mask
 from ..core.slices import volumes_to_grid, volumes_to_solution_grid
+from ..errors import InputFileError, ParameterError
 from ..events import ClassesReseeded, IterationFinished, PhaseStarted, Progress
 from ..params import ClassificationParams
 from .em import (
@@ -126,14 +127,22 @@ class Driver:
         stats = consensus_pass(prob, self.wsig(), self.alpha(), p.chunk_size, self.check)
         rec = self._recon(stats, rec.tau2, mask0)
         if self.inputs.get("solvent_mask") is None:
-            solvent = auto_solvent_mask(
-                rec.volumes[0],
-                prob.pixel_size_c_A,
-                threshold=p.mask_threshold,
-                lowpass_A=max(15.0, 2.5 * prob.pixel_size_c_A),
-                dilate_A=p.mask_dilate_A,
-                soft_edge_A=p.mask_soft_edge_A,
-            )
+            try:
+                solvent = auto_solvent_mask(
+                    rec.volumes[0],
+                    prob.pixel_size_c_A,
+                    threshold=p.mask_threshold,
+                    lowpass_A=max(15.0, 2.5 * prob.pixel_size_c_A),
+                    dilate_A=p.mask_dilate_A,
+                    soft_edge_A=p.mask_soft_edge_A,
+                )
+            except ParameterError as e:  # an empty consensus: nothing to threshold
+                raise InputFileError(
+                    "particles",
+                    "no signal: the consensus map is empty (all images zero, or CTF ≈ 0 "
+                    f"everywhere), so no solvent mask can be made ({e.problem}); "
+                    "give a solvent mask or check the images and CTF parameters",
+                ) from None
             st.solvent_mask = to_numpy(solvent * sphere).astype(np.float32)
         else:
             st.solvent_mask = to_numpy(mask0).astype(np.float32)

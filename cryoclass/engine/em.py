@@ -51,10 +51,15 @@ def responsibilities(
     """
     xp = get_array_module(ll)
     lp = xp.asarray(log_prior, dtype=np.float64)[None, :]
-    a = xp.asarray(ll, dtype=np.float64) + lp
+    with np.errstate(over="ignore", invalid="ignore"):  # ±1e308 sums overflow to ±inf: fine
+        return _responsibilities(xp, xp.asarray(ll, dtype=np.float64) + lp, beta, force_hard)
+
+
+def _responsibilities(xp: Any, a: Any, beta: float, force_hard: bool) -> tuple[Any, Any, Any, Any]:
     a = xp.where(xp.isfinite(a), a, -np.inf)
     m = xp.max(a, axis=1, keepdims=True)
-    m = xp.where(xp.isfinite(m), m, 0.0)
+    none = ~xp.isfinite(m)  # no finite log-likelihood in the row (NaN/inf input): uniform r
+    m = xp.where(none, 0.0, m)
     e = xp.exp(a - m)
     s = xp.sum(e, axis=1, keepdims=True)
     log_evidence = (m + xp.log(xp.maximum(s, 1e-300)))[:, 0]
@@ -66,6 +71,7 @@ def responsibilities(
         t = (1.0 - beta) * (a - m)
         e = xp.exp(t)
         r = e / xp.maximum(xp.sum(e, axis=1, keepdims=True), 1e-300)
+        r = xp.where(none, 1.0 / a.shape[1], r)
     ess = 1.0 / xp.maximum(xp.sum(r * r, axis=1), 1e-300)
     return r.astype(np.float32), ess, hard, log_evidence
 
