@@ -150,7 +150,10 @@ def init_pca(
     evals, evecs = np.linalg.eigh(flat @ flat.T)  # Gram matrix: n_recon × n_recon
     top = np.argsort(evals)[::-1][:n_components]
     coords = evecs[:, top] * np.sqrt(np.maximum(evals[top], 0.0))
-    _, lab = kmeans2(coords, K, seed=np.random.default_rng([seed, 3]), minit="++")
+    if np.any(np.ptp(coords, axis=0) > 0):
+        _, lab = kmeans2(coords, K, seed=np.random.default_rng([seed, 3]), minit="++")
+    else:  # identical reconstructions (no signal): k-means++ would divide 0 by 0
+        lab = np.arange(len(vols)) % K
     out = []
     for k in range(K):
         members = np.nonzero(lab == k)[0]

@@ -305,6 +305,8 @@ def _relative_names(meta: pd.DataFrame, base: str) -> np.ndarray:
 
 def _names_still_resolve(particles: Particles, out_dir: str) -> bool:
     """True if the original rlnImageName paths resolve to the same files from ``out_dir``."""
+    if len(particles) == 0:  # an empty class: nothing to resolve
+        return True
     names = _original_table(particles)["rlnImageName"].astype(str).str.partition("@")
     stacks = np.where(names[1] == "@", names[2], names[0])
     targets = dict(zip(stacks, particles.meta["image_path"].astype(str)))
