@@ -77,6 +77,17 @@ class ClassificationParams:
     init_particles_per_class: int = _p(
         1000, "Particles in each random-subset reconstruction used for initialisation.", min=1
     )
+    init_restarts: int = _p(
+        4,
+        "Candidate initialisations; each is refined by a short EM at the initial resolution and "
+        "the one with the highest log-evidence is kept (guards against EM local optima).",
+        min=1,
+    )
+    init_lowres_iters: int = _p(
+        8,
+        "Low-resolution EM iterations used to score each candidate initialisation (0 = off).",
+        min=0,
+    )
     pca_n_reconstructions: int = _p(
         100, "PCA init: number of random-subset reconstructions.", min=2
     )

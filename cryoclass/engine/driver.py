@@ -28,7 +28,7 @@ from .em import (
     noise_and_scale,
     tune_class_similarity,
 )
-from .init import init_input, init_pca, init_simple
+from .init import init_input, initial_volumes
 from .passes import consensus_pass, em_pass, power_pass, stats_pass
 from .problem import Problem
 from .reconstruct import ClassStats, ConsensusPrior, reconstruct
@@ -173,21 +173,16 @@ class Driver:
             vols = init_input(
                 self.inputs["init_volumes"], prob, self.xp.asarray(st.consensus), mask
             )
-        elif p.init_mode == "pca":
-            vols = init_pca(
-                prob,
-                self.K,
-                p.init_particles_per_class,
-                p.pca_n_reconstructions,
-                p.pca_n_components,
-                p.init_res_A,
-                p.seed,
-                **common,
-            )
         else:
-            vols = init_simple(
-                prob, self.K, p.init_particles_per_class, p.init_res_A, p.seed, **common
-            )
+            vols, scores = initial_volumes(prob, p.init_mode, self.K, p, **common)
+            if len(scores) > 1:
+                best = int(np.argmax(scores))
+                msg = (
+                    f"initialisation: {len(scores)} candidates scored "
+                    f"{', '.join(f'{x:.1f}' for x in scores)} (mean log-evidence); "
+                    f"kept #{best}"
+                )
+                st.log.append(msg)
         st.volumes = to_numpy(vols).astype(np.float32)
         st.tau2 = np.repeat(st.consensus_tau2, self.K, axis=0)
         st.log_prior = np.full(self.K, -math.log(self.K))

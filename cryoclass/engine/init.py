@@ -1,5 +1,6 @@
 """Initial class volumes: 'simple' (random-subset reconstructions), 'pca' (PCA + k-means of many
-random-subset reconstructions) and 'input' (given volumes at the classification box).
+random-subset reconstructions) — both at the initial resolution's small box, with restarts
+scored by a short low-resolution EM — and 'input' (given volumes at the classification box).
 
 Example
 -------
@@ -20,12 +21,13 @@ from ..backend import get_array_module, to_device, to_numpy
 from ..conventions import resample_volume
 from ..core.filters import lowpass
 from ..core.masks import resample_mask
+from ..core.slices import volumes_to_grid
 from ..errors import InputFileError
-from .passes import hard_pass
+from .passes import em_pass, hard_pass
 from .problem import Problem, lowres_problem
 from .reconstruct import ClassStats, reconstruct
 
-__all__ = ["subset_labels", "init_simple", "init_pca", "init_input"]
+__all__ = ["subset_labels", "initial_volumes", "init_input"]
 
 
 def subset_labels(n: int, n_sets: int, per_set: int, seed: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -79,68 +81,65 @@ def _to_full(vols: Any, lp: Problem, prob: Problem, res_A: float, mask: Any) -> 
     return (lowpass(up, res, prob.pixel_size_c_A, kind="cosine") * mask[None]).astype(np.float32)
 
 
-def init_simple(
-    prob: Problem,
+def _simple_lowres(
+    lp: Problem,
     K: int,
     per_set: int,
-    init_res_A: float,
-    seed: int,
-    wsig: Any,
+    seed: Any,
+    wsig_l: Any,
     alpha: Any,
-    mask: Any,
-    tau2: np.ndarray,
-    chunk_size: int = 1024,
-    check: Callable[[], None] | None = None,
+    mask_l: Any,
+    tau2_l: np.ndarray,
+    chunk_size: int,
+    check: Callable[[], None] | None,
 ) -> Any:
-    """K reconstructions from disjoint random subsets at ``init_res_A`` (computed at the small
-    box that resolution needs), brought to the classification box."""
-    lp, wsig_l, mask_l, tau2_l = _lowres(prob, init_res_A, wsig, mask, tau2)
-    vols = _subset_volumes(
-        lp,
-        K,
-        _per_set(prob, K, per_set),
-        [seed, 1],
-        wsig_l,
-        alpha,
-        mask_l,
-        tau2_l,
-        chunk_size,
-        check,
+    """K reconstructions from disjoint random subsets (at the low-res box of ``lp``)."""
+    return (
+        _subset_volumes(
+            lp, K, _per_set(lp, K, per_set), seed, wsig_l, alpha, mask_l, tau2_l, chunk_size, check
+        )
+        * mask_l[None]
     )
-    return _to_full(vols, lp, prob, init_res_A, mask)
 
 
-def init_pca(
-    prob: Problem,
+def _pca_lowres(
+    lp: Problem,
     K: int,
     per_set: int,
     n_recon: int,
     n_components: int,
-    init_res_A: float,
-    seed: int,
-    wsig: Any,
+    seed: Any,
+    wsig_l: Any,
     alpha: Any,
-    mask: Any,
-    tau2: np.ndarray,
-    chunk_size: int = 1024,
-    check: Callable[[], None] | None = None,
+    mask_l: Any,
+    tau2_l: np.ndarray,
+    chunk_size: int,
+    check: Callable[[], None] | None,
     group: int = 25,
 ) -> Any:
-    """PCA initialisation: ``n_recon`` random-subset reconstructions at ``init_res_A`` →
-    PCA (``n_components``) → k-means into K groups → mean volume of each group."""
+    """``n_recon`` random-subset reconstructions → PCA (``n_components``) → k-means into K
+    groups → mean volume of each group (at the low-res box of ``lp``)."""
     from scipy.cluster.vq import kmeans2
 
-    lp, wsig_l, mask_l, tau2_l = _lowres(prob, init_res_A, wsig, mask, tau2)
-    xp = prob.xp
+    xp = lp.xp
     # subsets must be big enough for their composition to carry the heterogeneity signal:
     # at most N/8 particles each, disjoint within a group of at most N/per reconstructions
-    per = max(1, min(per_set, prob.n // 8))
+    per = max(1, min(per_set, lp.n // 8))
     vols: list[Any] = []
     g = 0
     while len(vols) < n_recon:
-        m = min(group, n_recon - len(vols), max(1, prob.n // per))
+        m = min(group, n_recon - len(vols), max(1, lp.n // per))
         v = _subset_volumes(
-            lp, m, per, [seed, 2, g], wsig_l, alpha, mask_l, tau2_l, chunk_size, check
+            lp,
+            m,
+            per,
+            [*np.atleast_1d(seed), 2, g],
+            wsig_l,
+            alpha,
+            mask_l,
+            tau2_l,
+            chunk_size,
+            check,
         )
         vols.extend(v * mask_l[None])
         g += 1
@@ -151,7 +150,8 @@ def init_pca(
     top = np.argsort(evals)[::-1][:n_components]
     coords = evecs[:, top] * np.sqrt(np.maximum(evals[top], 0.0))
     if np.any(np.ptp(coords, axis=0) > 0):
-        _, lab = kmeans2(coords, K, seed=np.random.default_rng([seed, 3]), minit="++")
+        rng = np.random.default_rng([*np.atleast_1d(seed), 3])
+        _, lab = kmeans2(coords, K, seed=rng, minit="++")
     else:  # identical reconstructions (no signal): k-means++ would divide 0 by 0
         lab = np.arange(len(vols)) % K
     out = []
@@ -160,7 +160,126 @@ def init_pca(
         if members.size == 0:  # empty cluster: fall back to one reconstruction
             members = np.array([k % len(vols)])
         out.append(V[xp.asarray(members)].mean(0))
-    return _to_full(xp.stack(out), lp, prob, init_res_A, mask)
+    return xp.stack(out)
+
+
+def _lowres_em(
+    lp: Problem,
+    vols: Any,
+    wsig_l: Any,
+    alpha: Any,
+    mask_l: Any,
+    tau2_l: np.ndarray,
+    n_iters: int,
+    chunk_size: int,
+    check: Callable[[], None] | None,
+) -> tuple[Any, float]:
+    """A few full EM iterations at the low-res box; returns the volumes and their score, the
+    mean per-particle log-evidence ``log Σ_k π_k p(X_i | V_k)`` under the final volumes."""
+    K = vols.shape[0]
+    idx = np.arange(lp.n)
+    log_prior = np.full(K, -np.log(K))
+    tau = np.repeat(tau2_l[:1], K, axis=0)
+    for _ in range(n_iters):
+        stats = ClassStats.zeros(lp.geom, K, lp.xp)
+        em_pass(
+            lp,
+            idx,
+            volumes_to_grid(vols, lp.geom),
+            log_prior,
+            wsig_l,
+            alpha,
+            beta=0.0,
+            force_hard=False,
+            stats=stats,
+            chunk_size=chunk_size,
+            check=check,
+        )
+        rec = reconstruct(stats, lp.geom, mask_l, tau2_prev=tau)
+        vols, tau = rec.volumes, rec.tau2
+        mass = np.maximum(np.asarray(stats.mass, np.float64), 1e-12)
+        log_prior = np.log(mass / mass.sum())
+    res = em_pass(
+        lp,
+        idx,
+        volumes_to_grid(vols, lp.geom),
+        log_prior,
+        wsig_l,
+        alpha,
+        beta=0.0,
+        force_hard=False,
+        stats=None,
+        chunk_size=chunk_size,
+        check=check,
+    )
+    return vols, float(np.mean(to_numpy(res.log_evidence)))
+
+
+def initial_volumes(
+    prob: Problem,
+    mode: str,
+    K: int,
+    params: Any,
+    wsig: Any,
+    alpha: Any,
+    mask: Any,
+    tau2: np.ndarray,
+    chunk_size: int = 1024,
+    check: Callable[[], None] | None = None,
+) -> tuple[Any, list[float]]:
+    """Initial class volumes at the classification box ('simple' or 'pca').
+
+    Everything happens at the small box of ``params.init_res_A``: ``params.init_restarts``
+    candidate initialisations (different random subsets), each refined by
+    ``params.init_lowres_iters`` cheap low-resolution EM iterations; the candidate with the
+    highest mean log-evidence wins (EM local optima — e.g. two states merged and a third class
+    starving — score visibly lower). Returns the volumes and every candidate's score.
+    """
+    p = params
+    lp, wsig_l, mask_l, tau2_l = _lowres(prob, p.init_res_A, wsig, mask, tau2)
+    best: tuple[float, Any] | None = None
+    scores = []
+    for r in range(max(1, p.init_restarts)):
+        seed = [p.seed, 1, r]
+        if mode == "pca":
+            v = _pca_lowres(
+                lp,
+                K,
+                p.init_particles_per_class,
+                p.pca_n_reconstructions,
+                p.pca_n_components,
+                seed,
+                wsig_l,
+                alpha,
+                mask_l,
+                tau2_l,
+                chunk_size,
+                check,
+            )
+        else:
+            v = _simple_lowres(
+                lp,
+                K,
+                p.init_particles_per_class,
+                seed,
+                wsig_l,
+                alpha,
+                mask_l,
+                tau2_l,
+                chunk_size,
+                check,
+            )
+        score = 0.0
+        if p.init_lowres_iters > 0:
+            v, score = _lowres_em(
+                lp, v, wsig_l, alpha, mask_l, tau2_l, p.init_lowres_iters, chunk_size, check
+            )
+        scores.append(score)
+        if best is None or score > best[0]:
+            best = (score, v)
+    if best is None:  # pragma: no cover - init_restarts >= 1 is validated
+        raise ValueError("no initialisation candidate")
+    return _to_full(best[1], lp, prob, p.init_res_A, mask), scores
 
 
 def init_input(
