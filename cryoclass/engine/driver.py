@@ -260,16 +260,17 @@ class Driver:
             res.ll, self.st.log_prior, self.p.target_class_ess_fraction * self.K
         )
 
-    def _reseed_empty(self, res: Any, idx: np.ndarray, t: int) -> None:
+    def _reseed_empty(self, res: Any, idx: np.ndarray, t: int) -> bool:
         """Re-seed classes whose effective size fell below ``min_class_size`` from the
-        worst-fitting particles of the largest class (never let a class die silently)."""
+        worst-fitting particles of the largest class (never let a class die silently).
+        Returns True when a class was re-seeded."""
         st, p = self.st, self.p
         stats = st.stats
         if stats is None:
-            return
+            return False
         empty = [k for k in range(self.K) if stats.mass[k] < p.min_class_size]
         if not empty or self.K < 2:
-            return
+            return False
         from .passes import hard_pass
 
         for k in empty:
@@ -299,6 +300,7 @@ class Driver:
             )
             st.log.append(msg)
             self.emit(ClassesReseeded(iteration=t, classes=(k,), message=msg, time_s=self.now()))
+        return True
 
     def _m_step(self) -> None:
         st = self.st
@@ -340,7 +342,7 @@ class Driver:
                     Progress(phase="fem", done=d, total=n, time_s=self.now())
                 ),
             )
-            self._reseed_empty(res, idx, st.global_iteration)
+            reseeded = self._reseed_empty(res, idx, st.global_iteration)
             self._m_step()
             st.stats = None
             flow = None
@@ -352,7 +354,9 @@ class Driver:
             self.times["fem"].append(time.perf_counter() - t0)
             rms = self._emit_iteration("fem", st.iteration, 1.0, 0.0, res, flow, pct)
             st.iteration += 1
-            if pct < p.convergence_pct:
+            if reseeded:  # a re-seeded class needs iterations of its own before convergence
+                pass
+            elif pct < p.convergence_pct:
                 st.converged, st.reason = True, f"{pct:.2f} % of particles switched class"
             elif p.rms_change_check and rms < p.rms_change_threshold:
                 st.converged, st.reason = True, f"RMS density change {rms:.4f}"
