@@ -283,14 +283,38 @@ def test_cli_bad_input_is_one_clear_line(tmp_path):
 
 
 def test_output_every_fem_and_reorder_by_size(ds, tmp_path):
-    p = cryoclass.ClassificationParams(n_classes=3, filter_res_A=14.0, oem_epochs=1,
-                                       max_fem_iters=2, convergence_pct=0.0,
-                                       rms_change_check=False, output_every_fem=True)
+    p = cryoclass.ClassificationParams(
+        n_classes=3,
+        filter_res_A=14.0,
+        oem_epochs=1,
+        max_fem_iters=2,
+        convergence_pct=0.0,
+        rms_change_check=False,
+        output_every_fem=True,
+    )
     cryoclass.Classification(ds.particles, p, outdir=tmp_path / "e").run()
     for it in (1, 2):
         d = tmp_path / "e" / f"fem_iter_{it:03d}"
         assert (d / "particles.star").exists() and (d / "class_02.mrc").exists()
-    res = cryoclass.Classification(ds.particles, p.replace(output_every_fem=False,
-                                                           reorder_by_size=True)).run()
+    res = cryoclass.Classification(
+        ds.particles, p.replace(output_every_fem=False, reorder_by_size=True)
+    ).run()
     sizes = res.posteriors.sum(0)
     assert np.all(np.diff(sizes) <= 1e-6)
+
+
+def test_auto_tuned_class_similarity_hits_the_target_ess(ds):
+    """β is tuned on the first O-EM batch so that the mean class ESS ≈ 0.75·K there."""
+    p = cryoclass.ClassificationParams(
+        n_classes=3,
+        filter_res_A=14.0,
+        oem_epochs=1,
+        max_fem_iters=1,
+        auto_tune_class_similarity=True,
+        class_similarity_anneal_start=5,
+    )
+    events = []
+    cryoclass.Classification(ds.particles, p).run([events.append])
+    first = next(e for e in events if isinstance(e, IterationFinished))
+    assert first.beta != p.class_similarity
+    assert abs(first.mean_ess - 0.75 * 3) < 0.25
