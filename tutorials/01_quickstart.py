@@ -46,6 +46,7 @@
 # 2 % of the particles switch class.
 
 # %%
+# ruff: noqa: E501, B018 - notebook style: long table lines, expressions displayed
 import os
 import time
 from pathlib import Path
@@ -145,7 +146,7 @@ if dash.job is None:
     dash.start()
 dash.wait()
 result = dash.job.result
-print(dash.status.value)
+print(f"converged: {result.converged} ({result.reason})")
 
 # %% [markdown]
 # ## 3. What came out

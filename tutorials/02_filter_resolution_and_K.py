@@ -35,6 +35,7 @@
 # domain or binding partner.
 
 # %%
+# ruff: noqa: E501, B018 - notebook style: long table lines, expressions displayed
 import os
 import time
 
@@ -63,7 +64,7 @@ SMALL = os.environ.get("CRYOCLASS_TUTORIAL_SMALL") == "1"
 # 4 Å (Nyquist).
 
 # %%
-N = 900 if SMALL else 3000
+N = 700 if SMALL else 3000
 BOX, APIX = (48, 2.5) if SMALL else (64, 2.0)
 ds = sim.simulate(n_particles=N, box=BOX, pixel_size_A=APIX, snr=0.1 if SMALL else 0.05, seed=1)
 STATE = np.array(ds.state_names)[ds.labels]

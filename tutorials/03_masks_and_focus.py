@@ -35,6 +35,7 @@
 # probabilities: no signal subtraction of the particles is needed.
 
 # %%
+# ruff: noqa: E501, B018 - notebook style: long table lines, expressions displayed
 import os
 
 import numpy as np
@@ -58,7 +59,7 @@ SMALL = os.environ.get("CRYOCLASS_TUTORIAL_SMALL") == "1"
 # density (presence/absence of ligand)"); we use 6 Å.
 
 # %%
-N = 900 if SMALL else 3000
+N = 600 if SMALL else 3000
 BOX, APIX = (48, 2.5) if SMALL else (64, 2.0)
 FILTER = 6.0
 ds = sim.simulate(

@@ -34,6 +34,7 @@
 # tool: there is not enough mass there to improve the alignment, only to sort the particles.
 
 # %%
+# ruff: noqa: E501, B018 - notebook style: long table lines, expressions displayed
 import os
 
 import numpy as np

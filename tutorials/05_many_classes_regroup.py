@@ -35,6 +35,7 @@
 # classes at a larger box size than the one set by the 3D classification target resolution".
 
 # %%
+# ruff: noqa: E501, B018 - notebook style: long table lines, expressions displayed
 import os
 from pathlib import Path
 

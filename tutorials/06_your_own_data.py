@@ -34,6 +34,7 @@
 # or *Local Refinement* particles).
 
 # %%
+# ruff: noqa: E501, B018 - notebook style: long table lines, expressions displayed
 import os
 from pathlib import Path
 
@@ -41,7 +42,6 @@ import numpy as np
 import pandas as pd
 import starfile
 
-import cryoclass
 from cryoclass import Classification, ClassificationParams, read_particles, sim
 
 SMALL = os.environ.get("CRYOCLASS_TUTORIAL_SMALL") == "1"
@@ -162,7 +162,12 @@ sorted(p.name for p in out.iterdir())
 out_star = starfile.read(out / "particles.star")["particles"]
 print(out_star["rlnClassNumber"].value_counts().sort_index())
 c0 = starfile.read(out / "class_00.star")["particles"]
-print("class_00.star:", len(c0), "particles, rlnClassNumber", sorted(c0["rlnClassNumber"].unique().tolist()))
+print(
+    "class_00.star:",
+    len(c0),
+    "particles, rlnClassNumber",
+    sorted(c0["rlnClassNumber"].unique().tolist()),
+)
 
 # %% [markdown]
 # Typical next steps in RELION:

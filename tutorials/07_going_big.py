@@ -34,7 +34,7 @@
 # significantly larger than Heterogeneous Refinement for the same computational cost".
 
 # %%
-import dataclasses
+# ruff: noqa: E501, B018 - notebook style: long table lines, expressions displayed
 import inspect
 import os
 import time
