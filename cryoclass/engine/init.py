@@ -102,9 +102,8 @@ def _simple_lowres(
     )
 
 
-def _pca_lowres(
+def _pca_space(
     lp: Problem,
-    K: int,
     per_set: int,
     n_recon: int,
     n_components: int,
@@ -116,11 +115,9 @@ def _pca_lowres(
     chunk_size: int,
     check: Callable[[], None] | None,
     group: int = 25,
-) -> Any:
-    """``n_recon`` random-subset reconstructions → PCA (``n_components``) → k-means into K
-    groups → mean volume of each group (at the low-res box of ``lp``)."""
-    from scipy.cluster.vq import kmeans2
-
+) -> tuple[Any, np.ndarray]:
+    """``n_recon`` random-subset reconstructions (at the low-res box of ``lp``) and their
+    coordinates on the top ``n_components`` principal components."""
     xp = lp.xp
     # subsets must be big enough for their composition to carry the heterogeneity signal:
     # at most N/8 particles each, disjoint within a group of at most N/per reconstructions
@@ -148,17 +145,20 @@ def _pca_lowres(
     flat -= flat.mean(0)
     evals, evecs = np.linalg.eigh(flat @ flat.T)  # Gram matrix: n_recon × n_recon
     top = np.argsort(evals)[::-1][:n_components]
-    coords = evecs[:, top] * np.sqrt(np.maximum(evals[top], 0.0))
-    if np.any(np.ptp(coords, axis=0) > 0):
-        rng = np.random.default_rng([*np.atleast_1d(seed), 3])
-        _, lab = kmeans2(coords, K, seed=rng, minit="++")
-    else:  # identical reconstructions (no signal): k-means++ would divide 0 by 0
-        lab = np.arange(len(vols)) % K
+    return V, evecs[:, top] * np.sqrt(np.maximum(evals[top], 0.0))
+
+
+def _kmeans_volumes(V: Any, coords: np.ndarray, K: int, seed: Any) -> Any:
+    """k-means of the reconstructions in PC space → the mean volume of each of K groups."""
+    from scipy.cluster.vq import kmeans2
+
+    xp = get_array_module(V)
+    _, lab = kmeans2(coords, K, seed=np.random.default_rng([*np.atleast_1d(seed), 3]), minit="++")
     out = []
     for k in range(K):
         members = np.nonzero(lab == k)[0]
         if members.size == 0:  # empty cluster: fall back to one reconstruction
-            members = np.array([k % len(vols)])
+            members = np.array([k % len(V)])
         out.append(V[xp.asarray(members)].mean(0))
     return xp.stack(out)
 
@@ -230,7 +230,8 @@ def initial_volumes(
     """Initial class volumes at the classification box ('simple' or 'pca').
 
     Everything happens at the small box of ``params.init_res_A``: ``params.init_restarts``
-    candidate initialisations (different random subsets), each refined by
+    candidate initialisations (different k-means of one set of PCA reconstructions, or
+    different random subsets for 'simple'), each refined by
     ``params.init_lowres_iters`` cheap low-resolution EM iterations; the candidate with the
     highest mean log-evidence wins (EM local optima — e.g. two states merged and a third class
     starving — score visibly lower). Returns the volumes and every candidate's score.
@@ -239,23 +240,24 @@ def initial_volumes(
     lp, wsig_l, mask_l, tau2_l = _lowres(prob, p.init_res_A, wsig, mask, tau2)
     best: tuple[float, Any] | None = None
     scores = []
+    if mode == "pca":  # one set of reconstructions; the candidates differ in their k-means
+        V, coords = _pca_space(
+            lp,
+            p.init_particles_per_class,
+            p.pca_n_reconstructions,
+            p.pca_n_components,
+            [p.seed, 1],
+            wsig_l,
+            alpha,
+            mask_l,
+            tau2_l,
+            chunk_size,
+            check,
+        )
     for r in range(max(1, p.init_restarts)):
         seed = [p.seed, 1, r]
         if mode == "pca":
-            v = _pca_lowres(
-                lp,
-                K,
-                p.init_particles_per_class,
-                p.pca_n_reconstructions,
-                p.pca_n_components,
-                seed,
-                wsig_l,
-                alpha,
-                mask_l,
-                tau2_l,
-                chunk_size,
-                check,
-            )
+            v = _kmeans_volumes(V, coords, K, seed)
         else:
             v = _simple_lowres(
                 lp,
