@@ -244,7 +244,7 @@ def initial_volumes(
         V, coords = _pca_space(
             lp,
             p.init_particles_per_class,
-            p.pca_n_reconstructions,
+            max(p.pca_n_reconstructions, 2 * K),
             p.pca_n_components,
             [p.seed, 1],
             wsig_l,
