@@ -105,6 +105,48 @@ def _run_all(page) -> None:
     raise RuntimeError("could not start Run All Cells")
 
 
+# The parts of the dashboard shown (top to bottom); the rest of the setup form and the lower plot
+# rows are left out so that the picture stays readable at README width.
+SECTIONS = {
+    "dashboard": ".cc-dashboard",
+    "setup": ".cc-setup",
+    "box_label": ".cc-box-label",
+    "run": ".cc-run",
+    "assignments": ".cc-plot-assignments",
+    "ess": ".cc-plot-ess",
+    "viewer": ".cc-viewer",
+    "results": ".cc-results",
+}
+
+
+def _compose(png: bytes, boxes: dict) -> bytes:
+    """Title + particles/filter part of the form, run row + first two plot rows, viewer + table."""
+    from PIL import Image
+
+    im = Image.open(io.BytesIO(png)).convert("RGB")
+    d = boxes["dashboard"]
+    x0, x1 = int(d["x"]), int(d["x"] + d["width"])
+    bottom = lambda b: b["y"] + b["height"]  # noqa: E731
+    spans = [
+        (d["y"], bottom(boxes["box_label"]) + 6),
+        (boxes["run"]["y"] - 8, max(bottom(boxes["assignments"]), bottom(boxes["ess"])) + 4),
+        (
+            min(boxes["viewer"]["y"], boxes["results"]["y"]) - 4,
+            max(bottom(boxes["viewer"]), bottom(boxes["results"])) + 4,
+        ),
+    ]
+    parts = [im.crop((x0, int(a), x1, int(b))) for a, b in spans]
+    gap = 12
+    out = Image.new("RGB", (x1 - x0, sum(p.height for p in parts) + gap * 2), "white")
+    y = 0
+    for p in parts:
+        out.paste(p, (0, y))
+        y += p.height + gap
+    buf = io.BytesIO()
+    out.save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def compress(png: bytes, out: Path, width: int = 1000) -> int:
     """Resize to ``width`` px and quantise to a 256-colour palette until under MAX_BYTES."""
     from PIL import Image
@@ -146,7 +188,7 @@ def main() -> int:
                 executable_path=CHROMIUM,
                 headless=True,
                 args=CHROME_ARGS,
-                viewport={"width": 1280, "height": 2400},
+                viewport={"width": 1700, "height": 5000},
             )
             page = ctx.new_page()
             page.goto(f"{base}/lab/tree/01_quickstart.ipynb?token={TOKEN}")
@@ -159,11 +201,12 @@ def main() -> int:
             if errors.count():
                 raise RuntimeError(errors.first.inner_text())
             dash = page.locator(".cc-dashboard")
-            dash.scroll_into_view_if_needed()
+            dash.evaluate("e => e.scrollIntoView({block: 'start'})")
             time.sleep(4)  # NGL (WebGL on SwiftShader) and Plotly settle
-            png = dash.screenshot()
+            boxes = {name: page.locator(sel).first.bounding_box() for name, sel in SECTIONS.items()}
+            png = page.screenshot()
             ctx.close()
-        n = compress(png, Path(a.out))
+        n = compress(_compose(png, boxes), Path(a.out))
         print(f"wrote {a.out} ({n / 1e3:.0f} KB) after {time.time() - t0:.0f} s")
     finally:
         proc.terminate()
