@@ -148,6 +148,48 @@ def cryoclass_exe() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "cryoclass.cli"]
 
 
+def pin_engine(rev: str, workdir: Path, argv: list[str]) -> None:
+    """Re-execute this script with ``cryoclass`` taken from ``git archive rev`` (a fixed engine).
+
+    The engine is being tuned in parallel; pinning it makes every run of one invocation use the
+    same code. The export goes to ``workdir/engine/<commit>`` and is put first on ``PYTHONPATH``
+    (the console script and every child then import it). Returns only when already pinned.
+    """
+    if os.environ.get("CRYOCLASS_BENCH_ENGINE"):
+        return
+    sha = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short=10", rev],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    dest = (workdir / "engine" / sha).resolve()
+    if not (dest / "cryoclass" / "__init__.py").exists():
+        dest.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(
+            ["git", "-C", str(REPO), "archive", sha, "cryoclass"], capture_output=True, check=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    env = dict(os.environ, CRYOCLASS_BENCH_ENGINE=sha)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(dest), env.get("PYTHONPATH")]))
+    log(f"engine pinned to {sha} ({dest})")
+    os.execve(sys.executable, [sys.executable, str(Path(__file__).resolve()), *argv], env)
+
+
+def engine_version() -> dict[str, Any]:
+    """Which cryoclass code runs: pinned commit, or the working tree's HEAD (+ dirty flag)."""
+    import cryoclass
+
+    pinned = os.environ.get("CRYOCLASS_BENCH_ENGINE")
+    if pinned:
+        return {"commit": pinned, "pinned": True, "dirty": False}
+    git = ["git", "-C", str(REPO)]
+    head = subprocess.run([*git, "rev-parse", "--short=10", "HEAD"], capture_output=True,
+                          text=True).stdout.strip()  # fmt: skip
+    dirty = subprocess.run([*git, "status", "--porcelain", "--", "cryoclass"],
+                           capture_output=True, text=True).stdout.strip()  # fmt: skip
+    path = str(Path(cryoclass.__file__).parent)
+    return {"commit": head, "pinned": False, "dirty": bool(dirty), "path": path}
+
+
 def read_particle_table(path: Path) -> Any:
     """The particle table of a RELION 3.1 ``.star`` file (pandas DataFrame)."""
     from cryoclass.io.star import read_star
@@ -273,6 +315,7 @@ def run_oracle(a: argparse.Namespace, ddir: Path) -> dict[str, Any]:
     inner = json.loads(log.read_text().strip().splitlines()[-1])
     labels = np.load(ddir / "oracle_labels.npy")
     res.update(inner, ari=round(adjusted_rand_index(truth_labels(ddir)["label"], labels), 4))
+    res["engine"] = engine_version()
     return res
 
 
@@ -303,6 +346,7 @@ def run_cryoclass(a: argparse.Namespace, ddir: Path, seed: int) -> dict[str, Any
     iters = read_csv_rows(out / "iterations.csv")
     res.update(
         seed=seed,
+        engine=engine_version(),
         ari=round(adjusted_rand_index(truth["label"], labels), 4),
         job_s=float(m[1]) if m else None,
         stop_reason=m[2].strip() if m else None,
@@ -669,6 +713,10 @@ def markdown(res: dict[str, Any]) -> str:
         f"processes with a warm on-disk cache): **{jit.get('jit_compile_s', '?')} s** "
         f"({jit.get('dataset', '')}: {jit.get('cold_cache_wall_s', '?')} s with an empty cache, "
         f"{jit.get('warm_cache_wall_s', '?')} s warm).",
+        "- cryoclass engine: "
+        + ", ".join(sorted({engine_str(r) for s in settings for r in s["cryoclass"]["runs"]}))
+        + " (`--engine REV` pins the code with `git archive`; more than one version listed "
+        "means the settings were measured on different code).",
         "- Wall/peak RSS are those of the whole child process (start-up, reading, writing "
         "outputs included). RELION's wall time is `relion_refine` alone; its one-off "
         "normalisation and consensus reference (below) are not counted against it.",
@@ -758,7 +806,7 @@ def details(settings: list[dict[str, Any]]) -> list[str]:
         d = s["dataset"]
         cc = ", ".join(
             f"seed {r['seed']}: {r['wall_s']:.1f} s wall / {r['cpu_s']:.0f} s CPU, "
-            f"{r['n_iterations']} iterations, sizes {r['class_sizes']}"
+            f"{r['n_iterations']} iterations, sizes {r['class_sizes']}, engine {engine_str(r)}"
             for r in s["cryoclass"]["runs"]
         )
         o = s["oracle"]
@@ -776,6 +824,16 @@ def details(settings: list[dict[str, Any]]) -> list[str]:
                 f"consensus reference {prep['reference']['wall_s']:.1f} s."
             )
     return out
+
+
+def engine_str(r: dict[str, Any]) -> str:
+    """Engine version of one run: commit, ``pinned`` or ``+dirty``; ``?`` when unrecorded."""
+    e = r.get("engine")
+    if not e:
+        return "?"
+    return (
+        e["commit"] + (" pinned" if e.get("pinned") else "") + (" +dirty" if e.get("dirty") else "")
+    )
 
 
 def relion_detail(r: dict[str, Any], other: bool) -> str:
@@ -847,6 +905,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--relion-extra", default="", help="extra relion_refine options (quoted)")
     p.add_argument("--force-relion", action="store_true", help="ignore cached RELION runs")
     p.add_argument("--threads", type=int, default=2, help="cores for every program")
+    p.add_argument("--engine", help="pin cryoclass to this git revision (git archive export)")
     p.add_argument("--report-only", action="store_true", help="only rewrite RESULTS.md from JSON")
     p.add_argument("--no-jit", dest="jit", action="store_false", help="skip the JIT measurement")
     p.add_argument("--workdir", default=str(HERE / "results" / "work"), help="datasets, outputs")
@@ -861,6 +920,8 @@ def main(argv: list[str] | None = None) -> int:
         oracle_child(Path(argv[1]), float(argv[2]))
         return 0
     a = build_parser().parse_args(argv)
+    if a.engine and not a.report_only:
+        pin_engine(a.engine, Path(a.workdir), argv)
     out = Path(a.out)
     res = json.loads(out.read_text()) if out.exists() else {"settings": []}
     old = {setting_id(s["dataset"]): s for s in res["settings"]}
