@@ -148,19 +148,21 @@ def _pca_space(
     return V, evecs[:, top] * np.sqrt(np.maximum(evals[top], 0.0))
 
 
-def _kmeans_volumes(V: Any, coords: np.ndarray, K: int, seed: Any) -> Any:
-    """k-means of the reconstructions in PC space → the mean volume of each of K groups."""
+def _kmeans_volumes(V: Any, coords: np.ndarray, K: int, seed: Any) -> tuple[Any, frozenset]:
+    """k-means of the reconstructions in PC space → the mean volume of each of K groups, and the
+    partition itself (label-permutation free, to recognise identical candidates)."""
     from scipy.cluster.vq import kmeans2
 
     xp = get_array_module(V)
     _, lab = kmeans2(coords, K, seed=np.random.default_rng([*np.atleast_1d(seed), 3]), minit="++")
+    partition = frozenset(frozenset(np.nonzero(lab == k)[0].tolist()) for k in range(K))
     out = []
     for k in range(K):
         members = np.nonzero(lab == k)[0]
         if members.size == 0:  # empty cluster: fall back to one reconstruction
             members = np.array([k % len(V)])
         out.append(V[xp.asarray(members)].mean(0))
-    return xp.stack(out)
+    return xp.stack(out), partition
 
 
 def _lowres_em(
@@ -254,10 +256,14 @@ def initial_volumes(
             chunk_size,
             check,
         )
+    seen: set[frozenset] = set()
     for r in range(max(1, p.init_restarts)):
         seed = [p.seed, 1, r]
         if mode == "pca":
-            v = _kmeans_volumes(V, coords, K, seed)
+            v, partition = _kmeans_volumes(V, coords, K, seed)
+            if partition in seen:  # same clustering as an earlier candidate: nothing new
+                continue
+            seen.add(partition)
         else:
             v = _simple_lowres(
                 lp,
