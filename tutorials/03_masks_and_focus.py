@@ -148,10 +148,12 @@ print(f"mean per-particle class ESS of the focused run: {res_focus.ess.mean():.2
 
 # %% [markdown]
 # Even the oracle gets a fraction of the particles wrong: a ligand of 3.5 % of the mass is a
-# faint signal in one noisy image. The per-particle **class ESS** says the same without any
-# ground truth: close to 2 means most particles are nearly as likely to be in either class.
-# The *classes* are still right — averaged over hundreds of particles the ligand density is
-# clear — but treat single-particle assignments of a small feature as probabilities, not facts.
+# faint signal in one noisy image. The per-particle **class ESS** tells you how sure the job is
+# without any ground truth: near 1, most particles clearly belong to one class (the full-size
+# run); near 2, most are nearly as likely to be in either class (the small run used in CI,
+# with few particles). Even then the *classes* can be right — averaged over hundreds of
+# particles the ligand density is clear — but treat single-particle assignments of a small
+# feature as probabilities, not facts.
 # (`force_hard=True` does not make them more certain; it only stops showing the doubt.)
 #
 # The difference-from-consensus slices are shown *inside the focus mask* (that is all the
