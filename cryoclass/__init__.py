@@ -41,6 +41,10 @@ _LAZY = {
 }
 _SUBMODULES = {
     "sim",
+    "followup",
+    "demo",
+    "distributed",
+    "cli",
     "conventions",
     "core",
     "io",

@@ -74,7 +74,7 @@ def _add_classify(sub: Any) -> None:
         "--lr-halflife",
         type=float,
         default=_d("oem_learning_rate_halflife_pct"),
-        help="% of O-EM iterations",
+        help="%% of O-EM iterations",
     )
     c.add_argument("--class-similarity", type=float, default=_d("class_similarity"))
     c.add_argument("--auto-class-similarity", action="store_true")
