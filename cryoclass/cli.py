@@ -85,6 +85,23 @@ def _add_classify(sub: Any) -> None:
     c.add_argument("--seed", type=int, default=_d("seed"))
     c.add_argument("--device", choices=("cpu", "gpu"), default=_d("device"))
     c.add_argument("--chunk-size", type=int, default=_d("chunk_size"))
+    c.add_argument(
+        "--cache-dir",
+        default=_d("cache_dir"),
+        help="on-disk cache of preprocessed particles, streamed in chunks and reused by later "
+        "runs (default: in memory)",
+    )
+    c.add_argument(
+        "--memory-limit",
+        type=float,
+        default=_d("memory_limit_GB"),
+        help="GB the preprocessed particles may take in RAM; larger → OUTDIR/particle_cache",
+    )
+    c.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="Dask scheduler address (tcp://host:8786): shard particles over its workers",
+    )
     c.add_argument("--resume", action="store_true", help="continue from OUTDIR's checkpoint")
     c.add_argument("--overwrite", action="store_true", help="replace a finished OUTDIR")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -147,6 +164,8 @@ def params_from_args(a: argparse.Namespace) -> Any:
         seed=a.seed,
         device=a.device,
         chunk_size=a.chunk_size,
+        cache_dir=a.cache_dir,
+        memory_limit_GB=a.memory_limit,
     )
 
 
@@ -213,6 +232,14 @@ class ProgressPrinter:
             )
 
 
+def _client(address: str | None) -> Any:
+    if not address:
+        return None
+    from .distributed import connect
+
+    return connect(address)
+
+
 def cmd_classify(a: argparse.Namespace, argv: Sequence[str]) -> int:
     from .engine.job import Classification
     from .io.particles import read_particles
@@ -229,6 +256,7 @@ def cmd_classify(a: argparse.Namespace, argv: Sequence[str]) -> int:
         resume=a.resume,
         overwrite=a.overwrite,
         command="cryoclass " + shlex.join(argv),
+        client=_client(a.scheduler),
     )
     job.subscribe(ProgressPrinter(bar=not a.quiet))
     try:
