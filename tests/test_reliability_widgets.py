@@ -76,17 +76,14 @@ def test_stop_twice_then_run_again(particles, tmp_path):
     assert d.state.status == "cancelled", d.state.error
     _no_orphans()
     check_consistent(out)
-    # a second Run into the same OUTDIR (which holds a checkpoint) is refused clearly, not crashed
-    assert d.start() is False
-    assert "already holds a classification" in d.status.value
-    _no_orphans()
-    check_consistent(out)
-    # a fresh OUTDIR runs to the end
-    d.outdir = tmp_path / "out2"
+    # a second Run never overwrites the first: it goes to a fresh OUTDIR_2, the first is untouched
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in out.rglob("*"))
     assert d.start(), d.status.value
+    assert str(d.job.outdir) == str(tmp_path / "out_2")
     assert d.wait(240) and d.state.status == "finished", (d.state.error, d.errors)
     _no_orphans()
-    assert check_consistent(tmp_path / "out2")["files"] > 10
+    assert check_consistent(tmp_path / "out_2")["files"] > 10
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in out.rglob("*")) == before
     d.close()
 
 

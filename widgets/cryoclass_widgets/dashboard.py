@@ -194,6 +194,18 @@ class Dashboard:
         """True while the job's thread is alive."""
         return self.job_thread is not None and self.job_thread.is_alive()
 
+    def _next_outdir(self) -> Path | None:
+        """``outdir`` itself for the first run; a fresh ``outdir_2``, ``outdir_3`` … when it
+        already holds a classification (a second Run never overwrites the first one's files)."""
+        if self.outdir is None:
+            return None
+        base = Path(self.outdir)
+        candidate, n = base, 1
+        while (candidate / "params.yaml").exists() or (candidate / "checkpoint").exists():
+            n += 1
+            candidate = base.with_name(f"{base.name}_{n}")
+        return candidate
+
     def start(self) -> bool:
         """Validate the form and start the job in a background thread (the Run button).
 
@@ -219,7 +231,7 @@ class Dashboard:
                 solvent_mask=masks[0],
                 focus_mask=masks[1],
                 init_volumes=self.init_volumes,
-                outdir=self.outdir,
+                outdir=self._next_outdir(),
             )
         except ParameterError as e:
             if e.name in self.setup.errors:
@@ -227,6 +239,8 @@ class Dashboard:
             return self._say(str(e), error=True)
         except Exception as e:  # noqa: BLE001 - e.g. the engine is not installed
             return self._say(f"Could not create the job: {type(e).__name__}: {e}", error=True)
+        if getattr(job, "outdir", None) is not None and str(job.outdir) != str(self.outdir):
+            self._say(f"{self.outdir} already holds a run; this one writes to {job.outdir}")
         self.job, self._stop_requested = job, False
         self.job_thread = None  # the updater must not see the previous run's (dead) thread
         self.state = RunState()
