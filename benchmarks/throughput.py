@@ -52,10 +52,26 @@ def make_particles(n: int, pool: int, box: int, apix: float, snr: float, seed: i
     return Particles(meta, ArrayImageSource(images)), ds.labels[rep]
 
 
-def kernel_rate(Dc: int, K: int, pad: int) -> dict:
+def kernel_rate(Dc: int, K: int, pad: int, n: int = 2000) -> dict:
+    """kernels.py's rates (E-step; E+M with dense Dirichlet responsibilities) plus E+M with
+    one-hot responsibilities — what the kernels do once posteriors are nearly hard (the
+    back-projection skips r < 1e-4, so a converged F-EM pass scatters ~1 class, not K)."""
     import kernels
 
-    return kernels.run(Dc, K, 2000, pad, 2)
+    from cryoclass.core.slices import backproject_weighted, loglik, new_accumulator
+
+    out = kernels.run(Dc, K, n, pad, 2)
+    geom, grid, A, X, C, alpha, wsig, r, half = kernels.make_inputs(Dc, K, n, pad)
+    hard = np.zeros_like(r)
+    hard[np.arange(n), r.argmax(1)] = 1.0
+    acc = new_accumulator(geom, K)
+
+    def em_hard() -> None:
+        loglik(grid, A, X, C, alpha, wsig, geom)
+        backproject_weighted(A, X, C, alpha, wsig, hard, half, geom, acc)
+
+    out["em_hard_pc_per_s"] = n * K / kernels._best(em_hard, 2)
+    return out
 
 
 def main() -> None:
@@ -108,6 +124,7 @@ def main() -> None:
              "pc_per_s": n_pass * args.K / e.elapsed_s}
         )  # fmt: skip
     kem = 0.5 * (k0["em_pc_per_s"] + k1["em_pc_per_s"])
+    kem_hard = 0.5 * (k0["em_hard_pc_per_s"] + k1["em_hard_pc_per_s"])
     phase_t = {}
     for e in events:
         if type(e).__name__ == "PhaseStarted":
@@ -116,13 +133,16 @@ def main() -> None:
         "n": args.n, "K": args.K, "box": args.box, "Dc": res.box_c, "threads":
         numba.get_num_threads(), "data_s": round(t_data, 1), "wall_s": round(wall, 1),
         "phase_start_s": phase_t, "kernel_before": k0, "kernel_after": k1,
-        "kernel_em_pc_per_s": kem, "iterations": rows, "load_before": load0, "load_after": load1,
+        "kernel_em_pc_per_s": kem, "kernel_em_hard_pc_per_s": kem_hard, "iterations": rows,
+        "load_before": load0, "load_after": load1,
         "ari": adjusted_rand_index(labels, res.hard),
         "fem_mean_pc_per_s": float(np.mean([r["pc_per_s"] for r in rows if r["phase"] == "fem"])),
         "oem_mean_pc_per_s": float(np.mean([r["pc_per_s"] for r in rows if r["phase"] == "oem"])),
     }  # fmt: skip
     out["fem_fraction"] = out["fem_mean_pc_per_s"] / kem
     out["oem_fraction"] = out["oem_mean_pc_per_s"] / kem
+    out["fem_fraction_hard"] = out["fem_mean_pc_per_s"] / kem_hard
+    out["oem_fraction_hard"] = out["oem_mean_pc_per_s"] / kem_hard
     print(json.dumps(out, indent=1, default=float))
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "throughput.json").write_text(json.dumps(out, indent=1, default=float))
@@ -149,17 +169,26 @@ def record(o: dict) -> None:
         f"- Kernel E+M limit (benchmarks/kernels.py, random data, same Dc/K/pad): "
         f"{o['kernel_before']['em_pc_per_s']:.0f} before, {o['kernel_after']['em_pc_per_s']:.0f}"
         " after → mean "
-        f"{o['kernel_em_pc_per_s']:.0f} particle·class/s.",
+        f"{o['kernel_em_pc_per_s']:.0f} particle·class/s with dense (Dirichlet) "
+        "responsibilities; with one-hot responsibilities (what a nearly converged pass "
+        f"scatters): {o['kernel_before']['em_hard_pc_per_s']:.0f} before, "
+        f"{o['kernel_after']['em_hard_pc_per_s']:.0f} after → mean "
+        f"{o['kernel_em_hard_pc_per_s']:.0f}. E-step alone: "
+        f"{o['kernel_before']['e_pc_per_s']:.0f} / {o['kernel_after']['e_pc_per_s']:.0f}.",
         f"- **F-EM: {o['fem_mean_pc_per_s']:.0f} particle·class/s per pass = "
-        f"{100 * o['fem_fraction']:.0f} % of the kernel limit; O-EM: "
-        f"{o['oem_mean_pc_per_s']:.0f} = {100 * o['oem_fraction']:.0f} %** (target ≥ 70 %).",
+        f"{100 * o['fem_fraction_hard']:.0f} % of the one-hot E+M kernel limit "
+        f"({100 * o['fem_fraction']:.0f} % of the dense one); O-EM: "
+        f"{o['oem_mean_pc_per_s']:.0f} = {100 * o['oem_fraction_hard']:.0f} % "
+        f"({100 * o['oem_fraction']:.0f} %)** (target ≥ 70 %).",
         "",
-        "| phase | iteration | elapsed (s) | particle·class/s | % of kernel E+M |",
-        "|---|---|---|---|---|",
+        "| phase | iteration | elapsed (s) | particle·class/s | % of one-hot E+M "
+        "| % of dense E+M |",
+        "|---|---|---|---|---|---|",
     ]
     for r in o["iterations"]:
         lines.append(
             f"| {r['phase']} | {r['iteration']} | {r['elapsed_s']} | {r['pc_per_s']:.0f} | "
+            f"{100 * r['pc_per_s'] / o['kernel_em_hard_pc_per_s']:.0f} | "
             f"{100 * r['pc_per_s'] / o['kernel_em_pc_per_s']:.0f} |"
         )
     lines.append("")
