@@ -7,9 +7,8 @@ cryoclass must reach it:
 * noiseless two-class data (closed / open hinge) → ARI = 1 (the unit test asked for by the
   accuracy benchmark's issue; see ``benchmarks/accuracy.py`` for the realistic-SNR benchmark);
 * three classes (closed / open / closed + ligand of ≈3.5 % of the mass) at SNR 1 → ARI ≥ 0.99;
-* noiseless three-class data: currently fails (one class dies in O-EM — with no noise the
-  posteriors are one-hot whatever the class similarity — and the re-seeded class is declared
-  converged one F-EM iteration later), kept as a non-strict ``xfail`` to track it.
+* noiseless three-class data → ARI = 1 (it failed — a class died in O-EM — until the
+  initialisation scored several candidates with a short low-resolution EM).
 
 600 particles, box 48 at 4 Å/px, filter resolution 8 Å; about 10 s per case on 2 cores once the
 Numba kernels are compiled.
@@ -18,7 +17,6 @@ Numba kernels are compiled.
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from cryoclass import Classification, ClassificationParams, sim
 from cryoclass.demo import adjusted_rand_index
@@ -50,11 +48,6 @@ def test_high_snr_three_classes_match_oracle():
     assert ari >= oracle - 0.01
 
 
-@pytest.mark.xfail(
-    reason="noiseless 3 classes: a class dies in O-EM and the re-seeded class is declared "
-    "converged after one F-EM iteration (ARI 0.57, oracle 1.0)",
-    strict=False,
-)
 def test_noiseless_three_classes_ari_is_one():
     ari, oracle = _classify(("closed", "open", "ligand"), snr=None)
     assert oracle == 1.0

@@ -304,17 +304,19 @@ def test_output_every_fem_and_reorder_by_size(ds, tmp_path):
 
 
 def test_auto_tuned_class_similarity_hits_the_target_ess(ds):
-    """β is tuned on the first O-EM batch so that the mean class ESS ≈ 0.75·K there."""
+    """β is tuned on the first O-EM batch so that the mean class ESS ≈ 0.5·K there (a target
+    this confident, SNR 1 data can reach below the β cap of 0.99)."""
     p = cryoclass.ClassificationParams(
         n_classes=3,
         filter_res_A=14.0,
         oem_epochs=1,
         max_fem_iters=1,
         auto_tune_class_similarity=True,
+        target_class_ess_fraction=0.5,
         class_similarity_anneal_start=5,
     )
     events = []
     cryoclass.Classification(ds.particles, p).run([events.append])
     first = next(e for e in events if isinstance(e, IterationFinished))
     assert first.beta != p.class_similarity
-    assert abs(first.mean_ess - 0.75 * 3) < 0.25
+    assert abs(first.mean_ess - 0.5 * 3) < 0.25

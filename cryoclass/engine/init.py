@@ -148,21 +148,23 @@ def _pca_space(
     return V, evecs[:, top] * np.sqrt(np.maximum(evals[top], 0.0))
 
 
-def _kmeans_volumes(V: Any, coords: np.ndarray, K: int, seed: Any) -> tuple[Any, frozenset]:
-    """k-means of the reconstructions in PC space → the mean volume of each of K groups, and the
-    partition itself (label-permutation free, to recognise identical candidates)."""
+def _kmeans_volumes(V: Any, coords: np.ndarray, K: int, seed: Any) -> Any:
+    """k-means of the reconstructions in PC space → the mean volume of each of K groups."""
     from scipy.cluster.vq import kmeans2
 
     xp = get_array_module(V)
-    _, lab = kmeans2(coords, K, seed=np.random.default_rng([*np.atleast_1d(seed), 3]), minit="++")
-    partition = frozenset(frozenset(np.nonzero(lab == k)[0].tolist()) for k in range(K))
+    if np.any(np.ptp(coords, axis=0) > 0):
+        rng = np.random.default_rng([*np.atleast_1d(seed), 3])
+        _, lab = kmeans2(coords, K, seed=rng, minit="++")
+    else:  # identical reconstructions (no signal): k-means++ would divide 0 by 0
+        lab = np.arange(len(V)) % K
     out = []
     for k in range(K):
         members = np.nonzero(lab == k)[0]
         if members.size == 0:  # empty cluster: fall back to one reconstruction
             members = np.array([k % len(V)])
         out.append(V[xp.asarray(members)].mean(0))
-    return xp.stack(out), partition
+    return xp.stack(out)
 
 
 def _lowres_em(
@@ -232,8 +234,7 @@ def initial_volumes(
     """Initial class volumes at the classification box ('simple' or 'pca').
 
     Everything happens at the small box of ``params.init_res_A``: ``params.init_restarts``
-    candidate initialisations (different k-means of one set of PCA reconstructions, or
-    different random subsets for 'simple'), each refined by
+    candidate initialisations (each from its own random subsets), each refined by
     ``params.init_lowres_iters`` cheap low-resolution EM iterations; the candidate with the
     highest mean log-evidence wins (EM local optima — e.g. two states merged and a third class
     starving — score visibly lower). Returns the volumes and every candidate's score.
@@ -242,28 +243,23 @@ def initial_volumes(
     lp, wsig_l, mask_l, tau2_l = _lowres(prob, p.init_res_A, wsig, mask, tau2)
     best: tuple[float, Any] | None = None
     scores = []
-    if mode == "pca":  # one set of reconstructions; the candidates differ in their k-means
-        V, coords = _pca_space(
-            lp,
-            p.init_particles_per_class,
-            max(p.pca_n_reconstructions, 2 * K),
-            p.pca_n_components,
-            [p.seed, 1],
-            wsig_l,
-            alpha,
-            mask_l,
-            tau2_l,
-            chunk_size,
-            check,
-        )
-    seen: set[frozenset] = set()
     for r in range(max(1, p.init_restarts)):
         seed = [p.seed, 1, r]
-        if mode == "pca":
-            v, partition = _kmeans_volumes(V, coords, K, seed)
-            if partition in seen:  # same clustering as an earlier candidate: nothing new
-                continue
-            seen.add(partition)
+        if mode == "pca":  # each candidate: its own random subsets, PCA and k-means
+            V, coords = _pca_space(
+                lp,
+                p.init_particles_per_class,
+                max(p.pca_n_reconstructions, 2 * K),
+                p.pca_n_components,
+                seed,
+                wsig_l,
+                alpha,
+                mask_l,
+                tau2_l,
+                chunk_size,
+                check,
+            )
+            v = _kmeans_volumes(V, coords, K, seed)
         else:
             v = _simple_lowres(
                 lp,
