@@ -29,6 +29,11 @@ from .reconstruct import ClassStats, reconstruct
 
 __all__ = ["subset_labels", "initial_volumes", "init_input"]
 
+#: The low-resolution EM that scores initial candidates uses at most this many particles (the
+#: same random subset for every candidate), so initialisation does not grow with N.
+_LOWRES_EM_MAX_PARTICLES = 20000
+_LOWRES_EM_SUBSET_SEED = 20261122
+
 
 def subset_labels(n: int, n_sets: int, per_set: int, seed: Any) -> tuple[np.ndarray, np.ndarray]:
     """Disjoint random subsets: returns ``(labels, indices)`` (sorted by particle index)."""
@@ -182,6 +187,9 @@ def _lowres_em(
     mean per-particle log-evidence ``log Σ_k π_k p(X_i | V_k)`` under the final volumes."""
     K = vols.shape[0]
     idx = np.arange(lp.n)
+    if lp.n > _LOWRES_EM_MAX_PARTICLES:  # scoring needs statistics, not every particle
+        rng = np.random.default_rng(_LOWRES_EM_SUBSET_SEED)
+        idx = np.sort(rng.choice(lp.n, _LOWRES_EM_MAX_PARTICLES, replace=False))
     log_prior = np.full(K, -np.log(K))
     tau = np.repeat(tau2_l[:1], K, axis=0)
     for _ in range(n_iters):
