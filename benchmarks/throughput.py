@@ -74,6 +74,30 @@ def kernel_rate(Dc: int, K: int, pad: int, n: int = 2000) -> dict:
     return out
 
 
+def data_kernel_rate(job, n_max: int = 20000, chunk: int = 1024) -> float:
+    """Particle·class/s of the fused kernels alone (``loglik`` + ``backproject_weighted``, the
+    same chunking) on the job's own data: its particles, final class volumes, noise model,
+    scales and final posteriors (so the back-projection skips exactly the classes a converged
+    F-EM pass skips). This is the kernel limit of that pass on this machine."""
+    from cryoclass.core.slices import backproject_weighted, loglik, volumes_to_grid
+    from cryoclass.engine.reconstruct import ClassStats
+
+    st, prob = job.state, job.problem
+    g = prob.geom
+    grid = volumes_to_grid(st.volumes.astype(np.float32), g)
+    wsig = (g.weight / st.sig2[g.shell]).astype(np.float32)
+    alpha = st.alpha.astype(np.float32)
+    n = min(n_max, prob.n)
+    rows = [prob.take(np.arange(s, min(s + chunk, n))) for s in range(0, n, chunk)]
+    stats = ClassStats.zeros(g, grid.shape[-1])
+    t0 = time.perf_counter()
+    for i, (A, X, C, half) in enumerate(rows):
+        sl = slice(i * chunk, i * chunk + len(A))
+        loglik(grid, A, X, C, alpha[sl], wsig, g)
+        backproject_weighted(A, X, C, alpha[sl], wsig, st.r[sl], half, g, stats.acc)
+    return n * grid.shape[-1] / (time.perf_counter() - t0)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=100_000)
@@ -111,6 +135,7 @@ def main() -> None:
     job = cryoclass.Classification(parts, params)
     res = job.run([events.append])
     wall = time.perf_counter() - t1
+    kd = data_kernel_rate(job)
     k1 = kernel_rate(args.box, args.K, params.pad)
     load1 = os.getloadavg()
     assert res is not None
@@ -134,6 +159,7 @@ def main() -> None:
         numba.get_num_threads(), "data_s": round(t_data, 1), "wall_s": round(wall, 1),
         "phase_start_s": phase_t, "kernel_before": k0, "kernel_after": k1,
         "kernel_em_pc_per_s": kem, "kernel_em_hard_pc_per_s": kem_hard, "iterations": rows,
+        "kernel_data_pc_per_s": kd,
         "load_before": load0, "load_after": load1,
         "ari": adjusted_rand_index(labels, res.hard),
         "fem_mean_pc_per_s": float(np.mean([r["pc_per_s"] for r in rows if r["phase"] == "fem"])),
@@ -142,6 +168,8 @@ def main() -> None:
     out["fem_fraction"] = out["fem_mean_pc_per_s"] / kem
     out["oem_fraction"] = out["oem_mean_pc_per_s"] / kem
     out["fem_fraction_hard"] = out["fem_mean_pc_per_s"] / kem_hard
+    out["fem_fraction_data"] = out["fem_mean_pc_per_s"] / kd
+    out["oem_fraction_data"] = out["oem_mean_pc_per_s"] / kd
     out["oem_fraction_hard"] = out["oem_mean_pc_per_s"] / kem_hard
     print(json.dumps(out, indent=1, default=float))
     (HERE / "results").mkdir(exist_ok=True)
@@ -175,11 +203,16 @@ def record(o: dict) -> None:
         f"{o['kernel_after']['em_hard_pc_per_s']:.0f} after → mean "
         f"{o['kernel_em_hard_pc_per_s']:.0f}. E-step alone: "
         f"{o['kernel_before']['e_pc_per_s']:.0f} / {o['kernel_after']['e_pc_per_s']:.0f}.",
+        f"- Kernel limit **on this job's data** (fused loglik + back-projection alone, same "
+        "chunks, final volumes/noise/scales/posteriors, 20 000 particles, measured right after "
+        f"the job): {o['kernel_data_pc_per_s']:.0f} particle·class/s.",
         f"- **F-EM: {o['fem_mean_pc_per_s']:.0f} particle·class/s per pass = "
-        f"{100 * o['fem_fraction_hard']:.0f} % of the one-hot E+M kernel limit "
-        f"({100 * o['fem_fraction']:.0f} % of the dense one); O-EM: "
-        f"{o['oem_mean_pc_per_s']:.0f} = {100 * o['oem_fraction_hard']:.0f} % "
-        f"({100 * o['oem_fraction']:.0f} %)** (target ≥ 70 %).",
+        f"{100 * o['fem_fraction_data']:.0f} % of the kernel limit on the job's data**; "
+        f"{100 * o['fem_fraction_hard']:.0f} % of the one-hot random-data E+M rate, "
+        f"{100 * o['fem_fraction']:.0f} % of the dense one. **O-EM: "
+        f"{o['oem_mean_pc_per_s']:.0f} = {100 * o['oem_fraction_data']:.0f} %** "
+        f"({100 * o['oem_fraction_hard']:.0f} % / {100 * o['oem_fraction']:.0f} %). "
+        "Target ≥ 70 %.",
         "",
         "| phase | iteration | elapsed (s) | particle·class/s | % of one-hot E+M "
         "| % of dense E+M |",
