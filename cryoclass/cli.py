@@ -79,6 +79,18 @@ def _add_classify(sub: Any) -> None:
     c.add_argument("--class-similarity", type=float, default=_d("class_similarity"))
     c.add_argument("--auto-class-similarity", action="store_true")
     c.add_argument("--init-res", type=float, default=_d("init_res_A"))
+    c.add_argument(
+        "--init-restarts",
+        type=int,
+        default=_d("init_restarts"),
+        help="candidate initialisations scored by a short low-res EM",
+    )
+    c.add_argument(
+        "--init-lowres-iters",
+        type=int,
+        default=_d("init_lowres_iters"),
+        help="low-res EM iterations per candidate (0 = no scoring)",
+    )
     c.add_argument("--highpass-res", type=float, default=_d("highpass_res_A"))
     c.add_argument("--reorder-by-size", action="store_true")
     c.add_argument("--output-every-fem", action="store_true")
@@ -158,6 +170,8 @@ def params_from_args(a: argparse.Namespace) -> Any:
         class_similarity=a.class_similarity,
         auto_tune_class_similarity=a.auto_class_similarity,
         init_res_A=a.init_res,
+        init_restarts=a.init_restarts,
+        init_lowres_iters=a.init_lowres_iters,
         highpass_res_A=a.highpass_res,
         reorder_by_size=a.reorder_by_size,
         output_every_fem=a.output_every_fem,
