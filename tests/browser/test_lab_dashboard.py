@@ -232,6 +232,25 @@ def _shot(page: Any, name: str, locator: Any = None) -> bytes:
     return png
 
 
+def _dismiss_dialogs(page: Any) -> None:
+    """Close any JupyterLab modal dialog (seen intermittently right after load: a kernel or
+    notification dialog) so it cannot intercept clicks; its text and a screenshot are kept."""
+    dialogs = page.locator(".jp-Dialog")
+    for _ in range(3):
+        if dialogs.count() == 0:
+            return
+        text = dialogs.first.inner_text()
+        _shot(page, "dialog.png")
+        with open(ART / "dialogs.log", "a") as fh:
+            fh.write(text.replace("\n", " | ") + "\n")
+        accept = dialogs.first.locator(".jp-Dialog-button.jp-mod-accept")
+        if accept.count():
+            accept.first.click()
+        else:
+            page.keyboard.press("Escape")
+        page.wait_for_timeout(500)
+
+
 # --------------------------------------------------------------------------- tests (in order)
 def test_notebook_runs_and_controls_render(page):
     from playwright.sync_api import expect
@@ -242,6 +261,7 @@ def test_notebook_runs_and_controls_render(page):
     expect(idle).to_be_visible(timeout=90_000)
     first_prompt = page.locator(".jp-Cell").first.locator(".jp-InputPrompt")
     for _ in range(6):  # right after load "Run All Cells" can be a no-op: retry
+        _dismiss_dialogs(page)
         page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
         page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
         try:
