@@ -220,10 +220,10 @@ class ClassificationParams:
             if t in ("int", "float"):
                 if isinstance(v, bool) or not isinstance(v, (int, float)):
                     raise ParameterError(f.name, f"must be a number, got {v!r}")
-                if t == "int" and int(v) != v:
-                    raise ParameterError(f.name, f"must be a whole number, got {v!r}")
                 if v != v or v in (float("inf"), float("-inf")):
                     raise ParameterError(f.name, f"must be finite, got {v!r}")
+                if t == "int" and int(v) != v:
+                    raise ParameterError(f.name, f"must be a whole number, got {v!r}")
                 lo, hi = f.metadata.get("min"), f.metadata.get("max")
                 if lo is not None and v < lo:
                     raise ParameterError(f.name, f"must be ≥ {lo}, got {v!r}")

@@ -320,3 +320,10 @@ def test_auto_tuned_class_similarity_hits_the_target_ess(ds):
     first = next(e for e in events if isinstance(e, IterationFinished))
     assert first.beta != p.class_similarity
     assert abs(first.mean_ess - 0.5 * 3) < 0.25
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
+def test_non_finite_integer_parameter_is_a_parameter_error(value):
+    """Found by hypothesis: chunk_size=inf raised OverflowError from int(inf)."""
+    with pytest.raises(ParameterError, match="finite"):
+        cryoclass.ClassificationParams(filter_res_A=8.0, chunk_size=value)
