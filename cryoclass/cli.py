@@ -65,6 +65,13 @@ def _add_classify(sub: Any) -> None:
         action="store_true",
         help="regularise classes towards zero (CryoSPARC/RELION) instead of the consensus",
     )
+    c.add_argument(
+        "--local-shrink",
+        type=float,
+        default=_d("local_shrink_A"),
+        metavar="SIGMA_A",
+        help="σ (Å) of the local shrinkage of class differences (0 = off)",
+    )
     c.add_argument("--rms-threshold", type=float, default=_d("rms_change_threshold"))
     c.add_argument("--max-fem-iters", type=int, default=_d("max_fem_iters"))
     c.add_argument("--oem-epochs", type=int, default=_d("oem_epochs"))
@@ -161,6 +168,7 @@ def params_from_args(a: argparse.Namespace) -> Any:
         convergence_pct=a.convergence_pct,
         rms_change_check=not a.no_rms_check,
         shrink_to_consensus=not a.no_shrink_to_consensus,
+        local_shrink_A=a.local_shrink,
         rms_change_threshold=a.rms_threshold,
         max_fem_iters=a.max_fem_iters,
         oem_epochs=a.oem_epochs,

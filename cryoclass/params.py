@@ -158,10 +158,18 @@ class ClassificationParams:
     )
     shrink_to_consensus: bool = _p(
         True,
-        "F-EM: regularise each class towards the consensus (prior mean = consensus, strength "
+        "Regularise each class towards the consensus (prior mean = consensus, strength "
         "from the FSC of class-minus-consensus half-maps) instead of towards zero. What is "
         "reproducible about a class is its difference from the consensus; this removes most of "
         "the noise from the class comparison.",
+    )
+    local_shrink_A: float = _p(
+        12.0,
+        "With shrink_to_consensus: also shrink the class differences voxel by voxel, by their "
+        "local signal-to-noise in a Gaussian neighbourhood of this σ (Å), estimated from the "
+        "half-maps, all classes jointly. Keeps a small real difference (a ligand) and removes "
+        "the noise elsewhere. 0 = off.",
+        min=0.0,
     )
     tau2_fudge: float = _p(
         4.0, "Regularisation T when FSC filtering is off (RELION's --tau2_fudge).", min=0.0

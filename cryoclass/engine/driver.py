@@ -307,10 +307,11 @@ class Driver:
         if st.stats is None:
             raise RuntimeError("M-step without statistics")
         prior = None
-        if st.phase == "fem" and self.p.shrink_to_consensus and self.p.use_fsc_filter:
+        if self.p.shrink_to_consensus and self.p.use_fsc_filter:
             prior = ConsensusPrior(
                 volumes_to_solution_grid(self.xp.asarray(st.consensus)[None], self.geom),
                 self.xp.asarray(st.consensus_halves),
+                local_sigma_px=self.p.local_shrink_A / self.prob.pixel_size_c_A,
             )
         rec = self._recon(st.stats, st.tau2, st.solvent_mask, prior=prior)
         st.prev_volumes = st.volumes

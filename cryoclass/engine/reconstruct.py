@@ -27,6 +27,7 @@ from ..backend import get_array_module, to_numpy
 from ..core.fsc import fsc_batched, ssnr_from_fsc
 from ..core.slices import SliceGeometry, grid_to_volumes, new_accumulator
 from ..core.symmetry import symmetrize_volume
+from .local_shrink import local_shrink
 
 __all__ = ["ClassStats", "ConsensusPrior", "Reconstruction", "reconstruct", "shell_mean"]
 
@@ -133,6 +134,9 @@ class ConsensusPrior:
 
     grid: Any
     halves: Any
+    #: σ (voxels) of the local shrinkage of the class differences (0 = off; see
+    #: :mod:`cryoclass.engine.local_shrink`).
+    local_sigma_px: float = 0.0
 
 
 def reconstruct(
@@ -187,6 +191,8 @@ def reconstruct(
     del W, Nsum
     if sym_ops is not None and len(sym_ops) > 1:
         vols = xp.stack([symmetrize_volume(v, sym_ops) for v in vols])
+    if prior is not None and prior.local_sigma_px > 0:
+        vols = local_shrink(vols, prior.halves, halves, mask, prior.local_sigma_px)
     vols = vols * mask[None]
     return Reconstruction(vols.astype(np.float32), fsc, tau2, halves if keep_halves else None)
 

@@ -1,0 +1,105 @@
+"""Local (real-space) Wiener shrinkage of the class differences from the consensus.
+
+After the M-step each class is ``V_k = C + Δ_k``. A global, FSC-based filter keeps whatever is
+reproducible *on average over a shell*, so the noise of Δ_k survives everywhere the class
+differs somewhere — and for classes that differ only in a small region (a ligand), that noise
+all over the box is what blurs the class comparison. Here the signal and noise of Δ are
+estimated *locally*, in a Gaussian neighbourhood of every voxel, from the two half-set
+reconstructions: signal covariance ``S(x) = ⟨Δ¹ Δ²ᵀ⟩`` (symmetrised), noise covariance
+``N(x) = ⟨(Δ¹ − Δ²)(Δ¹ − Δ²)ᵀ⟩ / 4`` of the full-data difference. The K classes are treated
+jointly (K ≤ ``MAX_JOINT_K``): ``Δ̂ = L U f(Λ) Uᵀ L⁻¹ Δ`` with ``N = L Lᵀ`` and
+``L⁻¹ S L⁻ᵀ = U Λ Uᵀ``, ``f(λ) = (λ⁺ / (1 + λ⁺))^p``. Jointly matters: where two classes are
+the same (both closed) and differ from a third (open), the K×K signal covariance has rank one,
+and the filter removes the two classes' independent noise *against each other* — a per-class
+filter would keep it because each class differs from the consensus there. Beyond
+``MAX_JOINT_K`` the classes are filtered one by one (diagonal S and N).
+
+The exponent ``p = 2`` shrinks harder than the MSE-optimal Wiener factor (p = 1): a spurious
+difference costs classification more than a slightly weakened real one. Measured on the
+simulator's 3-state set (N = 5 000, SNR 0.01; EM started from the true volumes): ARI 0.481
+without local shrinkage, 0.506 with p = 1, 0.513 with p = 2 (σ = 12 Å).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..backend import get_array_module
+
+__all__ = ["MAX_JOINT_K", "gaussian_smooth", "local_shrink"]
+
+#: Above this many classes the differences are shrunk class by class (K×K per voxel is O(K³)).
+MAX_JOINT_K = 8
+#: Exponent p of the Wiener factor (see module docstring).
+SHRINK_POWER = 2.0
+
+
+def gaussian_smooth(v: Any, sigma_px: float) -> Any:
+    """Gaussian blur (standard deviation ``sigma_px`` voxels, periodic) of real volumes
+    ``(..., D, D, D)``, by FFT."""
+    xp = get_array_module(v)
+    D = v.shape[-1]
+    f = xp.asarray(np.fft.fftfreq(D).astype(np.float32))
+    fr = xp.asarray(np.fft.rfftfreq(D).astype(np.float32))
+    r2 = f[:, None, None] ** 2 + f[None, :, None] ** 2 + fr[None, None, :] ** 2
+    g = xp.exp(np.float32(-2.0 * np.pi**2 * sigma_px**2) * r2).astype(np.float32)
+    F = xp.fft.rfftn(v, axes=(-3, -2, -1))
+    return xp.fft.irfftn(F * g, s=v.shape[-3:], axes=(-3, -2, -1)).astype(np.float32)
+
+
+def local_shrink(
+    vols: Any,
+    consensus_halves: Any,
+    halves: list[Any],
+    mask: Any,
+    sigma_px: float,
+    power: float = SHRINK_POWER,
+) -> Any:
+    """Shrink ``vols`` (K, D, D, D) towards the consensus, voxel by voxel, by the local
+    signal-to-noise of their differences (module docstring). ``consensus_halves`` (2, D, D, D)
+    and ``halves`` (two (K, D, D, D)) are the half-set maps; only voxels with ``mask > 0``
+    are filtered (the rest is returned as given: the caller masks the result)."""
+    xp = get_array_module(vols)
+    K = vols.shape[0]
+    ch = xp.asarray(consensus_halves)
+    cons = 0.5 * (ch[0] + ch[1])
+    d1 = halves[0] - ch[0][None]
+    d2 = halves[1] - ch[1][None]
+    dn = 0.5 * (d1 - d2)
+    sel = xp.asarray(mask).ravel() > 0
+    delta = (vols - cons[None]).reshape(K, -1)[:, sel].T.astype(np.float64)  # (V, K)
+    if K > MAX_JOINT_K:
+        S = gaussian_smooth(d1 * d2, sigma_px).reshape(K, -1)[:, sel].T
+        N = gaussian_smooth(dn * dn, sigma_px).reshape(K, -1)[:, sel].T
+        lam = xp.maximum(S, 0) / xp.maximum(N, 1e-30)
+        out = delta * (lam / (1.0 + lam)) ** power
+    else:
+        pairs = [(i, j) for i in range(K) for j in range(i, K)]
+        Sp = gaussian_smooth(
+            xp.stack([0.5 * (d1[i] * d2[j] + d2[i] * d1[j]) for i, j in pairs]), sigma_px
+        ).reshape(len(pairs), -1)[:, sel]
+        Np = gaussian_smooth(xp.stack([dn[i] * dn[j] for i, j in pairs]), sigma_px).reshape(
+            len(pairs), -1
+        )[:, sel]
+        V = int(Sp.shape[1])
+        S = xp.zeros((V, K, K), np.float64)
+        N = xp.zeros((V, K, K), np.float64)
+        for n, (i, j) in enumerate(pairs):
+            S[:, i, j] = Sp[n]
+            S[:, j, i] = Sp[n]
+            N[:, i, j] = Np[n]
+            N[:, j, i] = Np[n]
+        ridge = 1e-6 * xp.trace(N, axis1=1, axis2=2) / K + 1e-30
+        N += ridge[:, None, None] * xp.eye(K)[None]
+        L = xp.linalg.cholesky(N)
+        Li = xp.linalg.inv(L)
+        lam, U = xp.linalg.eigh(Li @ S @ xp.swapaxes(Li, 1, 2))
+        lam = xp.maximum(lam, 0.0)
+        f = (lam / (1.0 + lam)) ** power
+        W = L @ U @ (f[:, :, None] * (xp.swapaxes(U, 1, 2) @ Li))
+        out = (W @ delta[:, :, None])[:, :, 0]
+    full = (vols - cons[None]).reshape(K, -1).copy()
+    full[:, sel] = out.T.astype(full.dtype)
+    return (cons[None] + full.reshape(vols.shape)).astype(np.float32)
