@@ -92,16 +92,21 @@ def backproject_kernel(
     """acc[h, q, k] += r_ik · (Re, Im of α C X wsig, α² C² wsig)  (trilinear scatter).
 
     ``acc`` is float32 ``(2, Z, Y, X, K, 3)``: numerator and weight interleaved so one corner's
-    K classes are one contiguous run. Parallel over blocks of classes (each thread owns classes
-    ``k0:k1``): no two threads write the same memory, no per-thread copies of the grids.
+    K classes are one contiguous run. Parallel over (half-set, block of classes) pairs: each
+    task owns half ``h`` and classes ``k0:k1``, so no two threads write the same memory and no
+    thread needs a copy of the grids; the half-sets split the work evenly even for K = 1.
     """
     n = X.shape[0]
     M = kx.shape[0]
     K = r.shape[1]
-    for b in nb.prange(nblocks):
+    for task in nb.prange(2 * nblocks):
+        hb = task % 2
+        b = task // 2
         k0 = b * K // nblocks
         k1 = (b + 1) * K // nblocks
         for i in range(n):
+            if half[i] != hb:
+                continue
             rmax = np.float32(0.0)
             for k in range(k0, k1):
                 if r[i, k] > rmax:

@@ -386,7 +386,8 @@ def backproject_weighted(
 
     from ._slice_numba import backproject_kernel
 
-    nblocks = max(1, min(r.shape[1], numba.get_num_threads()))
+    # tasks = 2 half-sets × nblocks class blocks (see backproject_kernel)
+    nblocks = max(1, min(r.shape[1], -(-numba.get_num_threads() // 2)))
     backproject_kernel(
         A,
         geom.kx,
