@@ -14,6 +14,7 @@ True
 
 from __future__ import annotations
 
+import os
 from types import ModuleType
 from typing import Any
 
@@ -26,6 +27,11 @@ __all__ = [
     "to_numpy",
     "get_device_module",
     "scatter_add",
+    "fft_workers",
+    "rfftn",
+    "irfftn",
+    "rfft2",
+    "irfft2",
 ]
 
 try:  # pragma: no cover - exercised only where CuPy is installed
@@ -109,3 +115,44 @@ def scatter_add(a: Any, indices: Any, values: Any) -> None:
             cupyx.scatter_add(a, indices, values.astype(a.dtype))
         return
     np.add.at(a, indices, values.astype(a.dtype, copy=False))
+
+
+# --------------------------------------------------------------------------- FFTs
+def fft_workers() -> int:
+    """Threads for CPU FFTs: Numba's thread count (``NUMBA_NUM_THREADS``), so one setting limits
+    the whole job."""
+    try:
+        import numba
+
+        return max(1, int(numba.get_num_threads()))
+    except Exception:  # noqa: BLE001 - numba missing or not initialisable
+        return max(1, os.cpu_count() or 1)
+
+
+def _fft_call(name: str, a: Any, **kw: Any) -> Any:
+    if _is_cupy(a):  # pragma: no cover - GPU only
+        return getattr(_cupy.fft, name)(a, **kw)
+    import scipy.fft
+
+    # SciPy keeps single precision and runs on several threads; NumPy's FFT uses one
+    return getattr(scipy.fft, name)(a, workers=fft_workers(), **kw)
+
+
+def rfftn(a: Any, axes: Any = None) -> Any:
+    """``rfftn`` on NumPy (SciPy, multithreaded, single precision kept) or CuPy arrays."""
+    return _fft_call("rfftn", a, axes=axes)
+
+
+def irfftn(a: Any, s: Any = None, axes: Any = None) -> Any:
+    """``irfftn`` on NumPy (SciPy, multithreaded) or CuPy arrays."""
+    return _fft_call("irfftn", a, s=s, axes=axes)
+
+
+def rfft2(a: Any) -> Any:
+    """``rfft2`` over the last two axes (see :func:`rfftn`)."""
+    return _fft_call("rfft2", a)
+
+
+def irfft2(a: Any, s: Any = None) -> Any:
+    """``irfft2`` over the last two axes (see :func:`irfftn`)."""
+    return _fft_call("irfft2", a, s=s)

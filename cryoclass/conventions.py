@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from . import backend as _fft
 from .backend import get_array_module
 
 __all__ = [
@@ -295,7 +296,7 @@ def resample_volume(vol: Any, D_new: int) -> Any:
     D = vol.shape[0]
     if D_new == D:
         return vol.copy()
-    F = xp.fft.rfftn(xp.fft.ifftshift(vol))
+    F = _fft.rfftn(xp.fft.ifftshift(vol))
     G = fourier_crop_3d(F, D_new) if D_new < D else fourier_pad_3d(F, D_new)
-    out = xp.fft.fftshift(xp.fft.irfftn(G, s=(D_new,) * 3, axes=(0, 1, 2))) * (D_new / D) ** 3
+    out = xp.fft.fftshift(_fft.irfftn(G, s=(D_new,) * 3, axes=(0, 1, 2))) * (D_new / D) ** 3
     return out.astype(vol.dtype, copy=False)

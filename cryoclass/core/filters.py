@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import backend as _fft
 from ..backend import get_array_module
 from ..errors import ParameterError
 
@@ -148,12 +149,12 @@ def _to_fourier(x: Any, ndim: int) -> tuple[Any, Any, tuple[int, ...]]:
     axes = tuple(range(-ndim, 0))
     if x.ndim < ndim or len(set(x.shape[-ndim:])) != 1:
         raise ValueError(f"expected {ndim}-D square/cubic trailing axes, got shape {x.shape}")
-    return xp, xp.fft.rfftn(xp.fft.ifftshift(x, axes=axes), axes=axes), axes
+    return xp, _fft.rfftn(xp.fft.ifftshift(x, axes=axes), axes=axes), axes
 
 
 def _from_fourier(xp: Any, F: Any, x: Any, axes: tuple[int, ...]) -> Any:
     s = x.shape[-len(axes) :]
-    out = xp.fft.fftshift(xp.fft.irfftn(F, s=s, axes=axes), axes=axes)
+    out = xp.fft.fftshift(_fft.irfftn(F, s=s, axes=axes), axes=axes)
     dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.float64
     return out.astype(dtype, copy=False)
 

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import backend as _fft
 from ..backend import get_array_module, to_numpy
 from ..errors import ParameterError
 
@@ -216,8 +217,8 @@ def _fsc_real(v1: Any, v2: Any, mask: Any, pixel_size_A: float, lead: int) -> tu
         v1 = v1 * mask
         v2 = v2 * mask
     axes = (-3, -2, -1)
-    F1 = xp.fft.rfftn(xp.fft.ifftshift(v1, axes=axes), axes=axes)
-    F2 = xp.fft.rfftn(xp.fft.ifftshift(v2, axes=axes), axes=axes)
+    F1 = _fft.rfftn(xp.fft.ifftshift(v1, axes=axes), axes=axes)
+    F2 = _fft.rfftn(xp.fft.ifftshift(v2, axes=axes), axes=axes)
     return freq, fsc_fourier(F1, F2, shell_index(D, xp), n_shells_for(D))
 
 

@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import backend as _fft
 from ..backend import get_array_module, scatter_add
 
 __all__ = [
@@ -177,7 +178,7 @@ def volumes_to_grid(vols: Any, geom: SliceGeometry, dtype: Any = np.complex64) -
     padded = xp.zeros((K, P, P, P), dtype=np.float32)
     s = P // 2 - Dc // 2
     padded[:, s : s + Dc, s : s + Dc, s : s + Dc] = vols / apod
-    F = xp.fft.rfftn(xp.fft.ifftshift(padded, axes=(1, 2, 3)), axes=(1, 2, 3))
+    F = _fft.rfftn(xp.fft.ifftshift(padded, axes=(1, 2, 3)), axes=(1, 2, 3))
     grid = xp.zeros(geom.grid_shape + (K,), dtype=dtype)
     idx = xp.arange(-R, R) % P  # frequencies -R..R-1 on the P grid
     sub = F[:, idx][:, :, idx][:, :, :, : R + 1]  # (K, 2R, 2R, R+1)
@@ -215,7 +216,7 @@ def grid_to_volumes(grid: Any, geom: SliceGeometry, gridding_correction: bool = 
     idx = xp.arange(-R, R) % P
     sub = xp.moveaxis(grid[off - R : off + R, off - R : off + R, : R + 1, :], -1, 0)
     F[:, idx[:, None], idx[None, :], : R + 1] = sub
-    vol = xp.fft.fftshift(xp.fft.irfftn(F, s=(P, P, P), axes=(1, 2, 3)), axes=(1, 2, 3))
+    vol = xp.fft.fftshift(_fft.irfftn(F, s=(P, P, P), axes=(1, 2, 3)), axes=(1, 2, 3))
     s = P // 2 - Dc // 2
     out = vol[:, s : s + Dc, s : s + Dc, s : s + Dc].astype(np.float32)
     if gridding_correction:
@@ -454,7 +455,7 @@ def project(volume: Any, rotations: Any, pad: int = 2, ctf: Any = None) -> Any:
     F[:, 0, 0] = xp.sum(volume)
     if ctf is not None:
         F = F * ctf
-    return xp.fft.fftshift(xp.fft.irfft2(F, s=(D, D)), axes=(-2, -1)).astype(np.float32)
+    return xp.fft.fftshift(_fft.irfft2(F, s=(D, D)), axes=(-2, -1)).astype(np.float32)
 
 
 def _full_geometry(D: int, pad: int) -> SliceGeometry:
@@ -475,7 +476,7 @@ def backproject(
     xp = get_array_module(images)
     n, D = images.shape[0], images.shape[-1]
     geom = _full_geometry(D, pad)
-    F = xp.fft.rfft2(xp.fft.ifftshift(images, axes=(-2, -1)))
+    F = _fft.rfft2(xp.fft.ifftshift(images, axes=(-2, -1)))
     X = extract_disc(F, geom)
     C = xp.ones(X.shape, np.float32) if ctf is None else extract_disc(ctf, geom)
     acc = new_accumulator(geom, 1, xp)

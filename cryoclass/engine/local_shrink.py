@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import backend as _fft
 from ..backend import get_array_module
 
 __all__ = ["MAX_JOINT_K", "gaussian_smooth", "local_shrink"]
@@ -45,8 +46,8 @@ def gaussian_smooth(v: Any, sigma_px: float) -> Any:
     fr = xp.asarray(np.fft.rfftfreq(D).astype(np.float32))
     r2 = f[:, None, None] ** 2 + f[None, :, None] ** 2 + fr[None, None, :] ** 2
     g = xp.exp(np.float32(-2.0 * np.pi**2 * sigma_px**2) * r2).astype(np.float32)
-    F = xp.fft.rfftn(v, axes=(-3, -2, -1))
-    return xp.fft.irfftn(F * g, s=v.shape[-3:], axes=(-3, -2, -1)).astype(np.float32)
+    F = _fft.rfftn(v, axes=(-3, -2, -1))
+    return _fft.irfftn(F * g, s=v.shape[-3:], axes=(-3, -2, -1)).astype(np.float32)
 
 
 def local_shrink(

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import backend as _fft
 from ..backend import to_device
 from ..conventions import classification_box, ctf_2d, fourier_crop_2d, recentre_phase
 from ..core.slices import SliceGeometry, extract_disc
@@ -152,7 +153,7 @@ def _preprocess_chunks(particles: Any, geom: SliceGeometry, chunk_size: int) -> 
                 particles.source_path or "<particles>",
                 f"particle {bad} has NaN or inf pixel values",
             )
-        F = np.fft.rfft2(np.fft.ifftshift(imgs.astype(np.float32), axes=(-2, -1)))
+        F = _fft.rfft2(np.fft.ifftshift(imgs.astype(np.float32), axes=(-2, -1)))
         F = fourier_crop_2d(F, geom.Dc)
         disc = extract_disc(F, geom)
         ph = recentre_phase(freq_x[None, :], freq_y[None, :], sx[idx][:, None], sy[idx][:, None])

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import backend as _fft
 from ..backend import get_array_module, to_numpy
 from ..core.fsc import fsc_batched, ssnr_from_fsc
 from ..core.slices import SliceGeometry, grid_to_volumes, new_accumulator
@@ -203,7 +204,7 @@ def _tau2_from_power(halves: list[Any], geom: SliceGeometry, fudge: float) -> np
 
     xp = get_array_module(halves[0])
     vol = 0.5 * (halves[0] + halves[1])
-    F = xp.fft.rfftn(xp.fft.ifftshift(vol, axes=(1, 2, 3)), axes=(1, 2, 3))
+    F = _fft.rfftn(xp.fft.ifftshift(vol, axes=(1, 2, 3)), axes=(1, 2, 3))
     D = vol.shape[-1]
     sh = shell_index(D, xp).ravel()
     S = geom.n_shells
