@@ -26,7 +26,12 @@ import numpy as np
 from .. import backend as _fft
 from ..backend import get_array_module, to_numpy
 from ..core.fsc import fsc_batched, ssnr_from_fsc
-from ..core.slices import SliceGeometry, grid_to_volumes, new_accumulator
+from ..core.slices import (
+    SliceGeometry,
+    _gridding_apodisation,
+    grid_to_volumes,
+    new_accumulator,
+)
 from ..core.symmetry import symmetrize_volume
 from .local_shrink import local_shrink
 
@@ -115,6 +120,70 @@ def _solve(num: Any, wgt: Any, reg: np.ndarray, geom: SliceGeometry, prior: Any 
     return out
 
 
+def _fused(stats: ClassStats) -> bool:
+    """Whether the Numba solve kernels apply (NumPy arrays and not the array-code path)."""
+    from ..core.slices import _use_xp
+
+    return not _use_xp("auto", get_array_module(stats.acc))
+
+
+def _weight_shell_mean(stats: ClassStats, h: int | None, geom: SliceGeometry) -> np.ndarray:
+    """Shell means ``(K, S)`` of the folded weight of half ``h`` (None: both halves)."""
+    if not _fused(stats):
+        return shell_mean(_folded(stats.wgt(h)), geom)
+    from ..core._solve_numba import shell_weight_sums_kernel
+
+    S = geom.n_shells
+    sums = np.zeros((stats.K, S))
+    shell_weight_sums_kernel(stats.acc, 2 if h is None else h, _grid_shell(geom), S, geom.off, sums)
+    return sums / np.maximum(_shell_counts(geom), 1.0)[None, :]
+
+
+def _grid_shell(geom: SliceGeometry) -> np.ndarray:
+    return np.ascontiguousarray(geom.grid_shell.astype(np.int64))
+
+
+def _shell_counts(geom: SliceGeometry) -> np.ndarray:
+    sh = geom.grid_shell.ravel()
+    return np.bincount(sh[sh < geom.n_shells], minlength=geom.n_shells).astype(np.float64)
+
+
+def _solve_volumes(
+    stats: ClassStats,
+    h: int | None,
+    reg: np.ndarray,
+    geom: SliceGeometry,
+    prior: Any = None,
+) -> Any:
+    """Real volumes ``(K, Dc, Dc, Dc)`` of the regularised solution of half ``h`` (None: both):
+    ``(num + reg·prior) / (wgt + reg)`` on the folded grid (see :func:`_solve`)."""
+    if not _fused(stats):
+        num = _folded(stats.num(h))
+        return grid_to_volumes(_solve(num, _folded(stats.wgt(h)), reg, geom, prior), geom)
+    from ..core._solve_numba import solve_kernel
+
+    K, Dc, P, R = stats.K, geom.Dc, geom.pad * geom.Dc, geom.R
+    F = np.zeros((K, P, P, P // 2 + 1), np.complex64)
+    use_prior = prior is not None
+    pg = np.ascontiguousarray(prior if use_prior else np.zeros((1, 1, 1, 1), np.complex64))
+    solve_kernel(
+        stats.acc,
+        2 if h is None else h,
+        np.ascontiguousarray(reg, dtype=np.float32),
+        _grid_shell(geom),
+        pg.astype(np.complex64, copy=False),
+        use_prior,
+        R,
+        geom.off,
+        P,
+        F,
+    )
+    vol = _fft.irfftn(F, s=(P, P, P), axes=(1, 2, 3))  # already fftshift-ed (see the kernel)
+    s = P // 2 - Dc // 2
+    out = vol[:, s : s + Dc, s : s + Dc, s : s + Dc]
+    return (out / _gridding_apodisation(Dc, P, np)).astype(np.float32)
+
+
 @dataclass
 class Reconstruction:
     """Result of one M-step: real volumes (K, Dc, Dc, Dc) float32 (internal Fourier units),
@@ -161,24 +230,22 @@ def reconstruct(
     S = geom.n_shells
     halves = []
     for h in (0, 1):
-        W = _folded(stats.wgt(h))
-        wm = shell_mean(W, geom)
-        reg_h = 1.0 / tau2_prev if tau2_prev is not None else 0.01 * np.maximum(wm, 1e-30)
-        halves.append(grid_to_volumes(_solve(_folded(stats.num(h)), W, reg_h, geom), geom))
-        del W
+        if tau2_prev is not None:
+            reg_h = 1.0 / tau2_prev
+        else:
+            reg_h = 0.01 * np.maximum(_weight_shell_mean(stats, h, geom), 1e-30)
+        halves.append(_solve_volumes(stats, h, reg_h, geom))
     if sym_ops is not None and len(sym_ops) > 1:
         halves = [xp.stack([symmetrize_volume(v, sym_ops) for v in hv]) for hv in halves]
     _, fsc = fsc_batched(halves[0], halves[1], mask=mask, pixel_size_A=1.0)
     fsc = np.nan_to_num(to_numpy(fsc)[:, :S], nan=0.0)
     fsc[:, 0] = 1.0
-    W = _folded(stats.wgt())
-    wmean = np.maximum(shell_mean(W, geom), 1e-30)
+    wmean = np.maximum(_weight_shell_mean(stats, None, geom), 1e-30)
     if use_fsc_filter:
         ssnr = np.maximum(ssnr_from_fsc(fsc, full_map=True), 1e-6)
         tau2 = ssnr / wmean
     else:
         tau2 = _tau2_from_power(halves, geom, tau2_fudge)
-    Nsum = _folded(stats.num())
     prior_grid, tau2_solve = None, tau2
     if prior is not None:
         dev = [halves[h] - prior.halves[h][None] for h in (0, 1)]
@@ -186,10 +253,7 @@ def reconstruct(
         fsc_dev = np.nan_to_num(to_numpy(fsc_dev)[:, :S], nan=0.0)
         tau2_solve = np.maximum(ssnr_from_fsc(fsc_dev, full_map=True), 1e-6) / wmean
         prior_grid = prior.grid
-    vols = grid_to_volumes(
-        _solve(Nsum, W, 1.0 / np.maximum(tau2_solve, 1e-30), geom, prior_grid), geom
-    )
-    del W, Nsum
+    vols = _solve_volumes(stats, None, 1.0 / np.maximum(tau2_solve, 1e-30), geom, prior_grid)
     if sym_ops is not None and len(sym_ops) > 1:
         vols = xp.stack([symmetrize_volume(v, sym_ops) for v in vols])
     if prior is not None and prior.local_sigma_px > 0:

@@ -1,0 +1,94 @@
+"""Numba CPU twins of the M-step solve (see :mod:`cryoclass.engine.reconstruct`).
+
+The array code builds, per half-set, the Hermitian-folded numerator and weight grids, their
+shell means, the regularised solution ``(num + reg·prior) / (wgt + reg)`` and scatters it into
+the padded FFT layout — five passes over memory and as many temporaries. These kernels do the
+same in one pass each, straight from the interleaved accumulator ``acc (2, Z, Y, X, K, 3)``.
+``hsel`` selects the half-set (0 or 1) or both summed (2). Grid conventions as in
+:class:`cryoclass.core.slices.SliceGeometry`: centre index ``off`` on z and y, ``x ≥ 0``; the
+``x = 0`` plane is folded with its mirror ``(2·off − z, 2·off − y)``.
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+
+@nb.njit(inline="always", nogil=True)
+def _acc3(acc, hsel, z, y, x, k, j):  # pragma: no cover - jit
+    if hsel == 2:
+        return acc[0, z, y, x, k, j] + acc[1, z, y, x, k, j]
+    return acc[hsel, z, y, x, k, j]
+
+
+@nb.njit(parallel=True, cache=True, nogil=True)
+def shell_weight_sums_kernel(acc, hsel, grid_shell, n_shells, off, out):  # pragma: no cover
+    """``out[k, s] = Σ`` folded weight of class ``k`` over the grid voxels of shell ``s``
+    (float64 ``(K, S)``; divide by the voxel counts for the mean)."""
+    Z, Y, X = grid_shell.shape
+    K = acc.shape[4]
+    part = np.zeros((Z, K, n_shells), np.float64)
+    for z in nb.prange(Z):
+        zm = 2 * off - z
+        for y in range(Y):
+            ym = 2 * off - y
+            for x in range(X):
+                s = grid_shell[z, y, x]
+                if s >= n_shells:
+                    continue
+                for k in range(K):
+                    w = _acc3(acc, hsel, z, y, x, k, 2)
+                    if x == 0 and 0 <= zm < Z and 0 <= ym < Y:
+                        w += _acc3(acc, hsel, zm, ym, 0, k, 2)
+                    part[z, k, s] += w
+    for z in range(Z):
+        for k in range(K):
+            for s in range(n_shells):
+                out[k, s] += part[z, k, s]
+
+
+@nb.njit(parallel=True, cache=True, nogil=True)
+def solve_kernel(acc, hsel, reg, grid_shell, prior, use_prior, R, off, P, out):  # pragma: no cover
+    """Regularised solution into the padded rfftn layout, pre-multiplied by ``(−1)^(kz+ky+kx)``
+    so that ``irfftn`` returns the volume already ``fftshift``-ed.
+
+    ``reg (K, S)`` float32 per-shell regulariser (``inf``: drop the shell); voxels at shell ≥ S
+    are zero. ``prior (Z, Y, X, 1)`` complex64 prior mean (used when ``use_prior``).
+    ``out (K, P, P, P//2+1)`` complex64 must be zeroed by the caller.
+    """
+    K = acc.shape[4]
+    S = reg.shape[1]
+    Z = grid_shell.shape[0]
+    for zz in nb.prange(2 * R):
+        z = off - R + zz
+        kz = zz - R
+        iz = kz % P
+        zm = 2 * off - z
+        for yy in range(2 * R):
+            y = off - R + yy
+            ky = yy - R
+            iy = ky % P
+            ym = 2 * off - y
+            for x in range(R + 1):
+                s = grid_shell[z, y, x]
+                if s >= S:
+                    continue
+                sign = np.float32(1.0 - 2.0 * ((kz + ky + x) & 1))
+                for k in range(K):
+                    r = reg[k, s]
+                    if not np.isfinite(r):
+                        continue
+                    nr = _acc3(acc, hsel, z, y, x, k, 0)
+                    ni = _acc3(acc, hsel, z, y, x, k, 1)
+                    w = _acc3(acc, hsel, z, y, x, k, 2)
+                    if x == 0 and 0 <= zm < Z and 0 <= ym < Z:
+                        nr += _acc3(acc, hsel, zm, ym, 0, k, 0)
+                        ni -= _acc3(acc, hsel, zm, ym, 0, k, 1)
+                        w += _acc3(acc, hsel, zm, ym, 0, k, 2)
+                    if use_prior:
+                        pv = prior[z, y, x, 0]
+                        nr += r * pv.real
+                        ni += r * pv.imag
+                    d = sign / (w + r)
+                    out[k, iz, iy, x] = complex(nr * d, ni * d)
