@@ -46,3 +46,16 @@ def test_fused_solve_matches_array_code(monkeypatch, D, K, with_prior, tau_given
     np.testing.assert_allclose(a.fsc, b.fsc, atol=1e-5)
     # τ² ∝ SSNR ≈ 2·FSC where the (random) data give FSC ≈ 0: absolute, not relative, agreement
     np.testing.assert_allclose(a.tau2, b.tau2, rtol=1e-4, atol=1e-6 * b.tau2.max())
+
+
+@pytest.mark.parametrize("D,K", [(16, 1), (24, 3)])
+def test_fused_volumes_to_grid_matches_array_code(monkeypatch, D, K):
+    from cryoclass.core.slices import volumes_to_grid
+
+    g = SliceGeometry(D, 2)
+    v = np.random.default_rng(D).standard_normal((K, D, D, D)).astype(np.float32)
+    out = {}
+    for impl in ("auto", "xp"):
+        monkeypatch.setenv("CRYOCLASS_KERNEL_IMPL", impl)
+        out[impl] = volumes_to_grid(v, g)
+    np.testing.assert_allclose(out["auto"], out["xp"], atol=1e-5 * np.abs(out["xp"]).max())

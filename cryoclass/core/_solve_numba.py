@@ -92,3 +92,21 @@ def solve_kernel(acc, hsel, reg, grid_shell, prior, use_prior, R, off, P, out): 
                         ni += r * pv.imag
                     d = sign / (w + r)
                     out[k, iz, iy, x] = complex(nr * d, ni * d)
+
+
+@nb.njit(parallel=True, cache=True, nogil=True)
+def fourier_to_grid_kernel(F, R, off, P, grid):  # pragma: no cover - jit
+    """Copy frequencies ``-R..R-1`` (z, y) and ``0..R`` (x) of ``F (K, P, P, P//2+1)`` — the
+    rfftn of a padded volume *not* ``ifftshift``-ed — into ``grid (Z, Y, X, K)``, multiplying by
+    ``(−1)^(kz+ky+kx)``, which is what the ``ifftshift`` would have done (even ``P``)."""
+    K = F.shape[0]
+    for zz in nb.prange(2 * R):
+        kz = zz - R
+        iz = kz % P
+        for yy in range(2 * R):
+            ky = yy - R
+            iy = ky % P
+            for x in range(R + 1):
+                sign = np.float32(1.0 - 2.0 * ((kz + ky + x) & 1))
+                for k in range(K):
+                    grid[off + kz, off + ky, x, k] = F[k, iz, iy, x] * sign

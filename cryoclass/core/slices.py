@@ -178,8 +178,14 @@ def volumes_to_grid(vols: Any, geom: SliceGeometry, dtype: Any = np.complex64) -
     padded = xp.zeros((K, P, P, P), dtype=np.float32)
     s = P // 2 - Dc // 2
     padded[:, s : s + Dc, s : s + Dc, s : s + Dc] = vols / apod
-    F = _fft.rfftn(xp.fft.ifftshift(padded, axes=(1, 2, 3)), axes=(1, 2, 3))
     grid = xp.zeros(geom.grid_shape + (K,), dtype=dtype)
+    if not _use_xp("auto", xp) and P % 2 == 0 and np.dtype(dtype) == np.complex64:
+        from ._solve_numba import fourier_to_grid_kernel
+
+        F = _fft.rfftn(padded, axes=(1, 2, 3))  # the kernel applies the ifftshift as a phase
+        fourier_to_grid_kernel(F.astype(np.complex64, copy=False), R, off, P, grid)
+        return grid
+    F = _fft.rfftn(xp.fft.ifftshift(padded, axes=(1, 2, 3)), axes=(1, 2, 3))
     idx = xp.arange(-R, R) % P  # frequencies -R..R-1 on the P grid
     sub = F[:, idx][:, :, idx][:, :, :, : R + 1]  # (K, 2R, 2R, R+1)
     grid[off - R : off + R, off - R : off + R, : R + 1, :] = xp.moveaxis(sub, 0, -1)

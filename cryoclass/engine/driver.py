@@ -302,17 +302,24 @@ class Driver:
             self.emit(ClassesReseeded(iteration=t, classes=(k,), message=msg, time_s=self.now()))
         return True
 
-    def _m_step(self) -> None:
-        st = self.st
-        if st.stats is None:
-            raise RuntimeError("M-step without statistics")
-        prior = None
-        if self.p.shrink_to_consensus and self.p.use_fsc_filter:
-            prior = ConsensusPrior(
+    def _consensus_prior(self) -> ConsensusPrior | None:
+        """The prior of the class solve (built once: the consensus does not change)."""
+        if not self.p.use_fsc_filter:
+            return None
+        if getattr(self, "_prior", None) is None:
+            st = self.st
+            self._prior = ConsensusPrior(
                 volumes_to_solution_grid(self.xp.asarray(st.consensus)[None], self.geom),
                 self.xp.asarray(st.consensus_halves),
                 local_sigma_px=self.p.local_shrink_A / self.prob.pixel_size_c_A,
             )
+        return self._prior
+
+    def _m_step(self) -> None:
+        st = self.st
+        if st.stats is None:
+            raise RuntimeError("M-step without statistics")
+        prior = self._consensus_prior() if self.p.shrink_to_consensus else None
         rec = self._recon(st.stats, st.tau2, st.solvent_mask, prior=prior)
         st.prev_volumes = st.volumes
         st.volumes = to_numpy(self._postprocess(rec.volumes)).astype(np.float32)
