@@ -12,6 +12,45 @@ import numba as nb
 import numpy as np
 
 
+@nb.njit(inline="always", fastmath=True, nogil=True)
+def _corners(a00, a01, a02, a10, a11, a12, fx, fy, off):  # pragma: no cover - jit
+    """Grid corner ``(z0, y0, x0)``, Hermitian sign and the 8 trilinear weights of disc pixel
+    ``(fx, fy)`` under the padded rotation ``a``: ``q = (a00 fx + a10 fy, a01 fx + a11 fy,
+    a02 fx + a12 fy)``, mirrored to ``q_x ≥ 0`` (sign −1: take the conjugate)."""
+    qx = a00 * fx + a10 * fy
+    qy = a01 * fx + a11 * fy
+    qz = a02 * fx + a12 * fy
+    sgn = np.float32(1.0)
+    if qx < 0:
+        qx = -qx
+        qy = -qy
+        qz = -qz
+        sgn = np.float32(-1.0)
+    x0 = int(qx)
+    y0f = np.floor(qy)
+    z0f = np.floor(qz)
+    dx = np.float32(qx - x0)
+    dy = np.float32(qy - y0f)
+    dz = np.float32(qz - z0f)
+    ex = np.float32(1.0) - dx
+    ey = np.float32(1.0) - dy
+    ez = np.float32(1.0) - dz
+    return (
+        int(z0f) + off,
+        int(y0f) + off,
+        x0,
+        sgn,
+        ez * ey * ex,
+        ez * ey * dx,
+        ez * dy * ex,
+        ez * dy * dx,
+        dz * ey * ex,
+        dz * ey * dx,
+        dz * dy * ex,
+        dz * dy * dx,
+    )
+
+
 @nb.njit(parallel=True, fastmath=True, cache=True, nogil=True)
 def loglik_kernel(grid, A, kx, ky, wsig, X, C, alpha, pad, off, out):  # pragma: no cover - jit
     """out[i, k] = -½ Σ_m wsig[m] |X[i,m] − α_i C[i,m] V_k(q_im)|²  (float64)."""
@@ -30,36 +69,9 @@ def loglik_kernel(grid, A, kx, ky, wsig, X, C, alpha, pad, off, out):  # pragma:
         a12 = A[i, 1, 2] * pad
         al = alpha[i]
         for m in range(M):
-            fx = kx[m]
-            fy = ky[m]
-            qx = a00 * fx + a10 * fy
-            qy = a01 * fx + a11 * fy
-            qz = a02 * fx + a12 * fy
-            sgn = np.float32(1.0)
-            if qx < 0:
-                qx = -qx
-                qy = -qy
-                qz = -qz
-                sgn = np.float32(-1.0)
-            x0 = int(qx)
-            y0f = np.floor(qy)
-            z0f = np.floor(qz)
-            dx = np.float32(qx - x0)
-            dy = np.float32(qy - y0f)
-            dz = np.float32(qz - z0f)
-            y0 = int(y0f) + off
-            z0 = int(z0f) + off
-            ex = np.float32(1.0) - dx
-            ey = np.float32(1.0) - dy
-            ez = np.float32(1.0) - dz
-            w000 = ez * ey * ex
-            w001 = ez * ey * dx
-            w010 = ez * dy * ex
-            w011 = ez * dy * dx
-            w100 = dz * ey * ex
-            w101 = dz * ey * dx
-            w110 = dz * dy * ex
-            w111 = dz * dy * dx
+            z0, y0, x0, sgn, w000, w001, w010, w011, w100, w101, w110, w111 = _corners(
+                a00, a01, a02, a10, a11, a12, kx[m], ky[m], off
+            )
             for k in range(K):
                 v = (
                     w000 * grid[z0, y0, x0, k]
@@ -123,40 +135,14 @@ def backproject_kernel(
             al = alpha[i]
             g = acc[h]
             for m in range(M):
-                fx = kx[m]
-                fy = ky[m]
-                qx = a00 * fx + a10 * fy
-                qy = a01 * fx + a11 * fy
-                qz = a02 * fx + a12 * fy
+                z0, y0, x0, sgn, w000, w001, w010, w011, w100, w101, w110, w111 = _corners(
+                    a00, a01, a02, a10, a11, a12, kx[m], ky[m], off
+                )
                 ws = wsig[m]
                 c = C[i, m] * al
                 dr = X[i, m].real * c * ws
-                di = X[i, m].imag * c * ws
+                di = X[i, m].imag * c * ws * sgn
                 wv = c * c * ws
-                if qx < 0:
-                    qx = -qx
-                    qy = -qy
-                    qz = -qz
-                    di = -di
-                x0 = int(qx)
-                y0f = np.floor(qy)
-                z0f = np.floor(qz)
-                dx = np.float32(qx - x0)
-                dy = np.float32(qy - y0f)
-                dz = np.float32(qz - z0f)
-                y0 = int(y0f) + off
-                z0 = int(z0f) + off
-                ex = np.float32(1.0) - dx
-                ey = np.float32(1.0) - dy
-                ez = np.float32(1.0) - dz
-                w000 = ez * ey * ex
-                w001 = ez * ey * dx
-                w010 = ez * dy * ex
-                w011 = ez * dy * dx
-                w100 = dz * ey * ex
-                w101 = dz * ey * dx
-                w110 = dz * dy * ex
-                w111 = dz * dy * dx
                 for k in range(k0, k1):
                     rk = r[i, k]
                     if rk < rmin:
@@ -197,36 +183,18 @@ def slice_stats_kernel(grid, A, kx, ky, shell, X, C, pad, off, sxx, sxp, spp):  
         a12 = A[i, 1, 2] * pad
         for m in range(M):
             fx = kx[m]
-            fy = ky[m]
-            qx = a00 * fx + a10 * fy
-            qy = a01 * fx + a11 * fy
-            qz = a02 * fx + a12 * fy
-            sgn = np.float32(1.0)
-            if qx < 0:
-                qx = -qx
-                qy = -qy
-                qz = -qz
-                sgn = np.float32(-1.0)
-            x0 = int(qx)
-            y0f = np.floor(qy)
-            z0f = np.floor(qz)
-            dx = np.float32(qx - x0)
-            dy = np.float32(qy - y0f)
-            dz = np.float32(qz - z0f)
-            y0 = int(y0f) + off
-            z0 = int(z0f) + off
-            ex = np.float32(1.0) - dx
-            ey = np.float32(1.0) - dy
-            ez = np.float32(1.0) - dz
+            z0, y0, x0, sgn, w000, w001, w010, w011, w100, w101, w110, w111 = _corners(
+                a00, a01, a02, a10, a11, a12, fx, ky[m], off
+            )
             v = (
-                ez * ey * ex * grid[z0, y0, x0, 0]
-                + ez * ey * dx * grid[z0, y0, x0 + 1, 0]
-                + ez * dy * ex * grid[z0, y0 + 1, x0, 0]
-                + ez * dy * dx * grid[z0, y0 + 1, x0 + 1, 0]
-                + dz * ey * ex * grid[z0 + 1, y0, x0, 0]
-                + dz * ey * dx * grid[z0 + 1, y0, x0 + 1, 0]
-                + dz * dy * ex * grid[z0 + 1, y0 + 1, x0, 0]
-                + dz * dy * dx * grid[z0 + 1, y0 + 1, x0 + 1, 0]
+                w000 * grid[z0, y0, x0, 0]
+                + w001 * grid[z0, y0, x0 + 1, 0]
+                + w010 * grid[z0, y0 + 1, x0, 0]
+                + w011 * grid[z0, y0 + 1, x0 + 1, 0]
+                + w100 * grid[z0 + 1, y0, x0, 0]
+                + w101 * grid[z0 + 1, y0, x0 + 1, 0]
+                + w110 * grid[z0 + 1, y0 + 1, x0, 0]
+                + w111 * grid[z0 + 1, y0 + 1, x0 + 1, 0]
             )
             pr = C[i, m] * v.real
             pim = C[i, m] * v.imag * sgn
