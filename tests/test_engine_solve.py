@@ -59,3 +59,14 @@ def test_fused_volumes_to_grid_matches_array_code(monkeypatch, D, K):
         monkeypatch.setenv("CRYOCLASS_KERNEL_IMPL", impl)
         out[impl] = volumes_to_grid(v, g)
     np.testing.assert_allclose(out["auto"], out["xp"], atol=1e-5 * np.abs(out["xp"]).max())
+
+
+@pytest.mark.parametrize("P,D", [(32, 16), (40, 20), (24, 24)])
+def test_irfftn_crop_equals_full_transform_then_crop(P, D):
+    from cryoclass.backend import irfftn, irfftn_crop
+
+    rng = np.random.default_rng(P)
+    F = rng.standard_normal((2, P, P, P // 2 + 1)) + 1j * rng.standard_normal((2, P, P, P // 2 + 1))
+    s = P // 2 - D // 2
+    full = irfftn(F, s=(P, P, P), axes=(1, 2, 3))[:, s : s + D, s : s + D, s : s + D]
+    np.testing.assert_allclose(irfftn_crop(F, P, D), full, atol=1e-12 * np.abs(full).max() * P**3)

@@ -178,9 +178,7 @@ def _solve_volumes(
         P,
         F,
     )
-    vol = _fft.irfftn(F, s=(P, P, P), axes=(1, 2, 3))  # already fftshift-ed (see the kernel)
-    s = P // 2 - Dc // 2
-    out = vol[:, s : s + Dc, s : s + Dc, s : s + Dc]
+    out = _fft.irfftn_crop(F, P, Dc)  # already fftshift-ed (see the kernel)
     return (out / _gridding_apodisation(Dc, P, np)).astype(np.float32)
 
 
