@@ -98,6 +98,12 @@ def _add_classify(sub: Any) -> None:
         default=_d("init_lowres_iters"),
         help="low-res EM iterations per candidate (0 = no scoring)",
     )
+    c.add_argument(
+        "--init-refine-iters",
+        type=int,
+        default=_d("init_refine_iters"),
+        help="further low-res EM iterations for the kept candidate",
+    )
     c.add_argument("--highpass-res", type=float, default=_d("highpass_res_A"))
     c.add_argument("--reorder-by-size", action="store_true")
     c.add_argument("--output-every-fem", action="store_true")
@@ -180,6 +186,7 @@ def params_from_args(a: argparse.Namespace) -> Any:
         init_res_A=a.init_res,
         init_restarts=a.init_restarts,
         init_lowres_iters=a.init_lowres_iters,
+        init_refine_iters=a.init_refine_iters,
         highpass_res_A=a.highpass_res,
         reorder_by_size=a.reorder_by_size,
         output_every_fem=a.output_every_fem,

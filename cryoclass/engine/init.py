@@ -293,7 +293,12 @@ def initial_volumes(
             best = (score, v)
     if best is None:  # pragma: no cover - init_restarts >= 1 is validated
         raise ValueError("no initialisation candidate")
-    return _to_full(best[1], lp, prob, p.init_res_A, mask), scores
+    v = best[1]
+    if p.init_refine_iters > 0:  # carry on with the kept candidate only (cheap, low-res box)
+        v, _ = _lowres_em(
+            lp, v, wsig_l, alpha, mask_l, tau2_l, p.init_refine_iters, chunk_size, check
+        )
+    return _to_full(v, lp, prob, p.init_res_A, mask), scores
 
 
 def init_input(
