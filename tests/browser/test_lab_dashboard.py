@@ -245,11 +245,25 @@ def _dismiss_dialogs(page: Any) -> None:
         with open(ART / "dialogs.log", "a") as fh:
             fh.write(text.replace("\n", " | ") + "\n")
         accept = dialogs.first.locator(".jp-Dialog-button.jp-mod-accept")
-        if accept.count():
+        if text.startswith("Select Kernel") and _has_kernel(page):
+            # a Run All that raced the kernel connection: keep the running kernel (accepting
+            # would start a second one and shut down the first, losing the queued cells)
+            page.keyboard.press("Escape")
+        elif accept.count():
             accept.first.click()
         else:
             page.keyboard.press("Escape")
         page.wait_for_timeout(500)
+
+
+def _has_kernel(page: Any) -> bool:
+    """Whether the notebook toolbar names a kernel (not "No Kernel")."""
+    name = page.locator(".jp-Toolbar-kernelName, .jp-KernelName").first
+    try:
+        label = name.inner_text(timeout=2_000)
+    except Exception:  # noqa: BLE001 - no such element in this JupyterLab version
+        return False
+    return bool(label.strip()) and "No Kernel" not in label
 
 
 # --------------------------------------------------------------------------- tests (in order)
