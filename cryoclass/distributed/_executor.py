@@ -221,6 +221,13 @@ class DaskExecutor:
         self.shards = []
 
     # ------------------------------------------------------------------ helpers
+    def _submit(self, s: int, task: Callable[..., Any], *args: Any) -> Any:
+        """Run ``task(shard s, *args)`` on the worker that holds shard ``s`` (never elsewhere)."""
+        return self.client.submit(
+            task, self.shards[s], *args, workers=self._worker(s), allow_other_workers=False,
+            pure=False,
+        )  # fmt: skip
+
     def _view(self, prob: Problem) -> dict[str, Any]:
         return {
             "cols": getattr(prob.store, "cols", None),
@@ -294,17 +301,14 @@ class DaskExecutor:
         parts = self._split(idx)
         view = self._view(prob)
         futs = [
-            self.client.submit(
+            self._submit(
+                s,
                 _em_task,
-                self.shards[s],
                 view,
                 payload,
                 idx[pos] - self.bounds[s],
                 al[self.bounds[s] : self.bounds[s + 1]],
                 stats is not None,
-                workers=self._worker(s),
-                allow_other_workers=False,
-                pure=False,
             )  # fmt: skip
             for s, pos in parts
         ]
@@ -345,17 +349,14 @@ class DaskExecutor:
         )  # fmt: skip
         view = self._view(prob)
         futs = [
-            self.client.submit(
+            self._submit(
+                s,
                 _hard_task,
-                self.shards[s],
                 view,
                 payload,
                 idx[pos] - self.bounds[s],
                 labels[pos],
                 al[self.bounds[s] : self.bounds[s + 1]],
-                workers=self._worker(s),
-                allow_other_workers=False,
-                pure=False,
             )  # fmt: skip
             for s, pos in self._split(idx)
         ]
@@ -369,19 +370,7 @@ class DaskExecutor:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
         vol = self._scatter(to_numpy(consensus), broadcast=True, hash=False)
         view = self._view(prob)
-        futs = [
-            self.client.submit(
-                _stats_task,
-                self.shards[s],
-                view,
-                vol,
-                chunk_size,
-                workers=self._worker(s),
-                allow_other_workers=False,
-                pure=False,
-            )  # fmt: skip
-            for s in range(self.n_shards)
-        ]
+        futs = [self._submit(s, _stats_task, view, vol, chunk_size) for s in range(self.n_shards)]
         outs = self._gather(futs, check)
         a, b, c = (np.concatenate([o[j] for o in outs]) for j in range(3))
         return a, b, c
@@ -390,18 +379,7 @@ class DaskExecutor:
         self, prob: Problem, chunk_size: int = 1024, check: Callable[[], None] | None = None
     ) -> np.ndarray:
         view = self._view(prob)
-        futs = [
-            self.client.submit(
-                _power_task,
-                self.shards[s],
-                view,
-                chunk_size,
-                workers=self._worker(s),
-                allow_other_workers=False,
-                pure=False,
-            )  # fmt: skip
-            for s in range(self.n_shards)
-        ]
+        futs = [self._submit(s, _power_task, view, chunk_size) for s in range(self.n_shards)]
         total = np.zeros(prob.geom.n_shells)
         for p in self._gather(futs, check):
             total = total + p
