@@ -59,7 +59,7 @@ def solve_kernel(acc, hsel, reg, grid_shell, prior, use_prior, R, off, P, out): 
     """
     K = acc.shape[4]
     S = reg.shape[1]
-    Z = grid_shell.shape[0]
+    Z, Y = grid_shell.shape[0], grid_shell.shape[1]
     for zz in nb.prange(2 * R):
         z = off - R + zz
         kz = zz - R
@@ -82,7 +82,7 @@ def solve_kernel(acc, hsel, reg, grid_shell, prior, use_prior, R, off, P, out): 
                     nr = _acc3(acc, hsel, z, y, x, k, 0)
                     ni = _acc3(acc, hsel, z, y, x, k, 1)
                     w = _acc3(acc, hsel, z, y, x, k, 2)
-                    if x == 0 and 0 <= zm < Z and 0 <= ym < Z:
+                    if x == 0 and 0 <= zm < Z and 0 <= ym < Y:
                         nr += _acc3(acc, hsel, zm, ym, 0, k, 0)
                         ni -= _acc3(acc, hsel, zm, ym, 0, k, 1)
                         w += _acc3(acc, hsel, zm, ym, 0, k, 2)

@@ -60,6 +60,7 @@ class Driver:
         self.counts = np.bincount(g.shell, weights=g.weight, minlength=g.n_shells)
         self.sym_ops = inputs.get("sym_ops")
         self.times: dict[str, list[float]] = {"oem": [], "fem": []}
+        self._prior: ConsensusPrior | None = None  # built at the first M-step
 
     # ------------------------------------------------------------------ helpers
     def now(self) -> float:
@@ -306,7 +307,7 @@ class Driver:
         """The prior of the class solve (built once: the consensus does not change)."""
         if not self.p.use_fsc_filter:
             return None
-        if getattr(self, "_prior", None) is None:
+        if self._prior is None:
             st = self.st
             self._prior = ConsensusPrior(
                 volumes_to_solution_grid(self.xp.asarray(st.consensus)[None], self.geom),

@@ -18,6 +18,7 @@ Example
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -139,10 +140,12 @@ def _weight_shell_mean(stats: ClassStats, h: int | None, geom: SliceGeometry) ->
     return sums / np.maximum(_shell_counts(geom), 1.0)[None, :]
 
 
+@functools.lru_cache(maxsize=8)
 def _grid_shell(geom: SliceGeometry) -> np.ndarray:
     return np.ascontiguousarray(geom.grid_shell.astype(np.int64))
 
 
+@functools.lru_cache(maxsize=8)
 def _shell_counts(geom: SliceGeometry) -> np.ndarray:
     sh = geom.grid_shell.ravel()
     return np.bincount(sh[sh < geom.n_shells], minlength=geom.n_shells).astype(np.float64)
