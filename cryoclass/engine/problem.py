@@ -30,8 +30,9 @@ import numpy as np
 
 from .. import backend as _fft
 from ..backend import to_device
-from ..conventions import classification_box, ctf_2d, fourier_crop_2d, recentre_phase
-from ..core.slices import SliceGeometry, extract_disc
+from ..conventions import _crop_axis_indices, classification_box, electron_wavelength_A
+from ..core._preprocess_numba import disc_ctf_kernel
+from ..core.slices import SliceGeometry
 from ..errors import InputFileError, ParameterError
 from .store import ArrayStore, DiskStore, ParticleStore, open_or_build_cache
 
@@ -119,45 +120,99 @@ def lowres_problem(prob: Problem, res_A: float) -> tuple[Problem, np.ndarray]:
     return sub, cols
 
 
-def _disc_ctf(meta: Any, rows: np.ndarray, freq_x: np.ndarray, freq_y: np.ndarray) -> np.ndarray:
-    col = lambda name: meta[name].to_numpy(np.float64)[rows][:, None]  # noqa: E731
-    return ctf_2d(
-        freq_x[None, :],
-        freq_y[None, :],
-        col("defocus_u_A"),
-        col("defocus_v_A"),
-        col("defocus_angle_deg"),
-        col("voltage_kV"),
-        col("cs_mm"),
-        col("amplitude_contrast"),
-        col("phase_shift_deg"),
-        col("bfactor_A2"),
-    ).astype(np.float32)
+def _ctf_parameters(meta: Any, rows: np.ndarray) -> np.ndarray:
+    """Per-particle CTF constants ``(n, 8)`` float64 for :func:`disc_ctf_kernel` (RELION's CTF as
+    in :func:`cryoclass.conventions.ctf_2d`): mean defocus, half defocus difference (Å),
+    cos 2φ, sin 2φ of the astigmatism angle, ``k1 = πλ``, ``k2 = π Cs λ³ / 2``,
+    ``arcsin(amplitude contrast) + phase shift`` and ``B / 4``."""
+    col = lambda name: meta[name].to_numpy(np.float64)[rows]  # noqa: E731
+    lam = electron_wavelength_A(col("voltage_kV"))
+    du, dv = col("defocus_u_A"), col("defocus_v_A")
+    ast = np.deg2rad(col("defocus_angle_deg"))
+    return np.stack(
+        [
+            0.5 * (du + dv),
+            0.5 * (du - dv),
+            np.cos(2.0 * ast),
+            np.sin(2.0 * ast),
+            np.pi * lam,
+            0.5 * np.pi * col("cs_mm") * 1e7 * lam**3,
+            np.arcsin(np.clip(col("amplitude_contrast"), -1.0, 1.0))
+            + np.deg2rad(col("phase_shift_deg")),
+            col("bfactor_A2") / 4.0,
+        ],
+        axis=1,
+    )
 
 
-def _preprocess_chunks(particles: Any, geom: SliceGeometry, chunk_size: int) -> Any:
-    """Yield ``(idx, X, C)`` NumPy blocks of preprocessed particles, in order."""
+def _preprocess_chunks(
+    particles: Any,
+    geom: SliceGeometry,
+    chunk_size: int,
+    out: tuple[np.ndarray, np.ndarray] | None = None,
+) -> Any:
+    """Yield ``(idx, X, C)`` NumPy blocks of preprocessed particles, in order. With ``out =
+    (X_all, C_all)`` the rows are written there (rows ``idx``) and the blocks are not returned
+    (``X``, ``C`` are None).
+
+    One ``rfft2`` per chunk, then :func:`disc_ctf_kernel` (crop to the disc, recentre, CTF) in
+    one parallel pass; the module docstring of :mod:`cryoclass.core._preprocess_numba` says
+    how it equals ``ifftshift → rfft2 → crop → disc × recentre_phase`` and ``ctf_2d``."""
     meta = particles.meta
     D = int(particles.box)
     apix = float(particles.pixel_size_A)
-    freq_x = geom.kx.astype(np.float64) / (D * apix)  # 1/Å
-    freq_y = geom.ky.astype(np.float64) / (D * apix)
-    sx = meta["shift_x_A"].to_numpy(np.float64)
-    sy = meta["shift_y_A"].to_numpy(np.float64)
+    kx = geom.kx.astype(np.float64)
+    ky = geom.ky.astype(np.float64)
+    freq_x, freq_y = kx / (D * apix), ky / (D * apix)  # 1/Å
+    theta2 = 2.0 * np.arctan2(freq_y, freq_x)
+    iy, ix = geom.pixel_index
+    rows = np.ascontiguousarray(_crop_axis_indices(D, geom.Dc)[iy], dtype=np.int64)
+    cols = np.ascontiguousarray(ix, dtype=np.int64)
+    pre = np.exp(2j * np.pi * (kx + ky) * (D // 2) / D)  # ifftshift of the image, in Fourier
+    shifts = np.stack(
+        [meta["shift_x_A"].to_numpy(np.float64), meta["shift_y_A"].to_numpy(np.float64)], axis=1
+    )
     release = getattr(particles.images, "release", None)
     for n_chunk, (idx, imgs) in enumerate(particles.images.chunks(chunk_size)):
         idx = np.asarray(idx)
-        if not np.all(np.isfinite(imgs)):
-            bad = int(idx[np.nonzero(~np.isfinite(imgs).all(axis=(1, 2)))[0][0]])
+        F = _fft.rfft2(np.asarray(imgs, dtype=np.float32))
+        n = len(idx)
+        if out is None:
+            X = np.empty((n, geom.M), np.complex64)
+            C = np.empty((n, geom.M), np.float32)
+            out_rows = np.arange(n, dtype=np.int64)
+        else:
+            X, C = out
+            out_rows = idx.astype(np.int64)
+        finite = np.empty(n, np.bool_)
+        disc_ctf_kernel(
+            F,
+            rows,
+            cols,
+            pre.real.copy(),
+            pre.imag.copy(),
+            freq_x,
+            freq_y,
+            geom.kx.astype(np.int64),
+            geom.ky.astype(np.int64),
+            1.0 / (D * apix),
+            np.cos(theta2),
+            np.sin(theta2),
+            _ctf_parameters(meta, idx),
+            np.ascontiguousarray(shifts[idx]),
+            out_rows,
+            X,
+            C,
+            finite,
+        )
+        C_rows = C[out_rows]
+        if not finite.all() or not np.isfinite(C_rows).all():  # NaN/inf in an image or its CTF
+            bad = int(idx[np.nonzero(~finite | ~np.isfinite(C_rows).all(axis=1))[0][0]])
             raise InputFileError(
                 particles.source_path or "<particles>",
-                f"particle {bad} has NaN or inf pixel values",
+                f"particle {bad} has NaN or inf pixel values or CTF parameters",
             )
-        F = _fft.rfft2(np.fft.ifftshift(imgs.astype(np.float32), axes=(-2, -1)))
-        F = fourier_crop_2d(F, geom.Dc)
-        disc = extract_disc(F, geom)
-        ph = recentre_phase(freq_x[None, :], freq_y[None, :], sx[idx][:, None], sy[idx][:, None])
-        yield idx, (disc * ph).astype(np.complex64), _disc_ctf(meta, idx, freq_x, freq_y)
+        yield (idx, X, C) if out is None else (idx, None, None)
         if release is not None and n_chunk % 16 == 15:
             release()  # unmap image stacks so their pages do not pile up in resident memory
 
@@ -211,8 +266,7 @@ def build_problem(
         X = np.empty((N, geom.M), np.complex64)
         C = np.empty((N, geom.M), np.float32)
         done = 0
-        for idx, Xc, Cc in _preprocess_chunks(particles, geom, chunk_size):
-            X[idx], C[idx] = Xc, Cc
+        for idx, _, _ in _preprocess_chunks(particles, geom, chunk_size, out=(X, C)):
             done += len(idx)
             if progress is not None:
                 progress(done, N)
