@@ -24,7 +24,7 @@ from ..core.masks import resample_mask
 from ..core.slices import volumes_to_grid
 from ..errors import InputFileError
 from .passes import em_pass, hard_pass
-from .problem import Problem, lowres_problem
+from .problem import Problem, lowres_problem, subset_problem
 from .reconstruct import ClassStats, reconstruct
 
 __all__ = ["subset_labels", "initial_volumes", "init_input"]
@@ -188,10 +188,15 @@ def _lowres_em(
     """A few full EM iterations at the low-res box; returns the volumes and their score, the
     mean per-particle log-evidence ``log Σ_k π_k p(X_i | V_k)`` under the final volumes."""
     K = vols.shape[0]
-    idx = np.arange(lp.n)
     if lp.n > _LOWRES_EM_MAX_PARTICLES:  # scoring needs statistics, not every particle
         rng = np.random.default_rng(_LOWRES_EM_SUBSET_SEED)
-        idx = np.sort(rng.choice(lp.n, _LOWRES_EM_MAX_PARTICLES, replace=False))
+        sub = np.sort(rng.choice(lp.n, _LOWRES_EM_MAX_PARTICLES, replace=False))
+        if not lp.store.remote:  # rows copied once: the passes then read them in order
+            lp, alpha = subset_problem(lp, sub), alpha[lp.xp.asarray(sub)]
+            sub = np.arange(lp.n)
+        idx = sub
+    else:
+        idx = np.arange(lp.n)
     log_prior = np.full(K, -np.log(K))
     tau = np.repeat(tau2_l[:1], K, axis=0)
     for _ in range(n_iters):

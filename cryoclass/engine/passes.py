@@ -29,7 +29,7 @@ import numpy as np
 from ..backend import get_array_module, to_numpy
 from ..core.slices import backproject_weighted, loglik, slice_stats, volumes_to_grid
 from .em import responsibilities
-from .problem import Problem
+from .problem import Problem, row_selector
 from .reconstruct import ClassStats
 
 __all__ = [
@@ -107,8 +107,8 @@ def em_pass(
     for c in chunks(idx, chunk_size):
         if check is not None:
             check()
-        ci = xp.asarray(c)
-        A, X, C, half = prob.take(ci)
+        ci = row_selector(c, xp)
+        A, X, C, half = prob.take(c)
         al = alpha[ci]
         ll = loglik(grid, A, X, C, al, wsig, prob.geom)
         r, ess, hard, ev = responsibilities(ll, lp, beta, force_hard)
@@ -158,8 +158,8 @@ def hard_pass(
     for c, lab in zip(chunks(idx, chunk_size), chunks(labels, chunk_size)):
         if check is not None:
             check()
-        ci = xp.asarray(c)
-        A, X, C, half = prob.take(ci)
+        ci = row_selector(c, xp)
+        A, X, C, half = prob.take(c)
         r = xp.zeros((len(c), K), np.float32)
         r[xp.arange(len(c)), xp.asarray(lab)] = 1.0
         backproject_weighted(A, X, C, alpha[ci], wsig, r, half, prob.geom, stats.acc)
@@ -191,14 +191,12 @@ def stats_pass(
     ex = _remote(prob)
     if ex is not None:
         return ex.stats_pass(prob, consensus, chunk_size, check)
-    xp = prob.xp
     grid = volumes_to_grid(consensus[None], prob.geom)
     outs = [np.empty((prob.n, prob.geom.n_shells)) for _ in range(3)]
     for c in chunks(np.arange(prob.n), chunk_size):
         if check is not None:
             check()
-        ci = xp.asarray(c)
-        A, X, C, _ = prob.take(ci)
+        A, X, C, _ = prob.take(c)
         for o, v in zip(outs, slice_stats(grid, A, X, C, prob.geom)):
             o[c] = to_numpy(v)
     return outs[0], outs[1], outs[2]

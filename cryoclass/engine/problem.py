@@ -36,7 +36,7 @@ from ..core.slices import SliceGeometry
 from ..errors import InputFileError, ParameterError
 from .store import ArrayStore, DiskStore, ParticleStore, open_or_build_cache
 
-__all__ = ["Problem", "build_problem", "lowres_problem", "DiskStore"]
+__all__ = ["Problem", "build_problem", "lowres_problem", "subset_problem", "DiskStore"]
 
 
 @dataclass
@@ -90,9 +90,38 @@ class Problem:
         return np.arange(self.geom.n_shells) / (self.box_c * self.pixel_size_c_A)
 
     def take(self, idx: Any) -> tuple[Any, Any, Any, Any]:
-        """``(A, X, C, half)`` rows for particle indices ``idx`` (sorted)."""
-        X, C = self.store.take(idx)
-        return self.A[idx], X, C, self.half[idx]
+        """``(A, X, C, half)`` rows for particle indices ``idx`` (sorted); a contiguous NumPy
+        range gives views of the stored rows (no copy)."""
+        sel = row_selector(idx, self.xp)
+        if isinstance(sel, slice):
+            X, C = self.store.rows(sel.start, sel.stop)
+        else:
+            X, C = self.store.take(sel)
+        return self.A[sel], X, C, self.half[sel]
+
+
+def subset_problem(prob: Problem, idx: np.ndarray) -> Problem:
+    """The particles ``idx`` (sorted) copied into a problem of their own, in memory: passes over
+    it read contiguous rows. Remote (distributed) problems are returned as they are."""
+    if prob.store.remote:
+        return prob
+    X, C = prob.store.take(prob.xp.asarray(idx))
+    sel = prob.xp.asarray(idx)
+    return dataclasses.replace(
+        prob,
+        store=ArrayStore(X, C),
+        A=prob.A[sel],
+        half=prob.half[sel],
+        scale_input=prob.scale_input[sel],
+    )
+
+
+def row_selector(idx: Any, xp: Any) -> Any:
+    """``idx`` as a ``slice`` when it is a contiguous ascending NumPy range, else as an ``xp``
+    index array (indexing by a slice is a view, by an array a copy)."""
+    if isinstance(idx, np.ndarray) and idx.size and np.all(np.diff(idx) == 1):
+        return slice(int(idx[0]), int(idx[-1]) + 1)
+    return xp.asarray(idx)
 
 
 def lowres_problem(prob: Problem, res_A: float) -> tuple[Problem, np.ndarray]:
