@@ -300,7 +300,7 @@ def build_problem(
             if progress is not None:
                 progress(done, N)
         store = ArrayStore(to_device(X, xp), to_device(C, xp))
-    A = particles.rotations.astype(np.float32)
+    A = np.ascontiguousarray(particles.rotations, dtype=np.float32)
     half = meta["half_set"].to_numpy(np.int64) % 2
     scale = meta["scale"].to_numpy(np.float32)
     return Problem(

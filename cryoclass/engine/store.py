@@ -122,8 +122,11 @@ class ArrayStore(ParticleStore):
         return self._X[start:stop], self._C[start:stop]
 
     def columns(self, cols: np.ndarray) -> ParticleStore:
-        c = self.xp.asarray(cols)
-        return ArrayStore(self._X[:, c], self._C[:, c])
+        c = self.xp.asarray(
+            cols
+        )  # column gathers can come out non-C-ordered: the kernels need rows
+        xp = self.xp
+        return ArrayStore(xp.ascontiguousarray(self._X[:, c]), xp.ascontiguousarray(self._C[:, c]))
 
     @property
     def X(self) -> Any:
