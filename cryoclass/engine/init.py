@@ -21,10 +21,11 @@ from ..backend import get_array_module, to_device, to_numpy
 from ..conventions import resample_volume
 from ..core.filters import lowpass
 from ..core.masks import resample_mask
-from ..core.slices import volumes_to_grid
+from ..core.slices import backproject_weighted, loglik, volumes_to_grid
 from ..errors import InputFileError
-from .passes import em_pass, hard_pass
-from .problem import Problem, lowres_problem, subset_problem
+from .em import responsibilities
+from .passes import chunks, em_pass, hard_pass
+from .problem import Problem, lowres_problem, row_selector, subset_problem
 from .reconstruct import ClassStats, reconstruct
 
 __all__ = ["subset_labels", "initial_volumes", "init_input"]
@@ -174,9 +175,50 @@ def _kmeans_volumes(V: Any, coords: np.ndarray, K: int, seed: Any) -> Any:
     return xp.stack(out)
 
 
+def _grouped_pass(
+    lp: Problem,
+    idx: np.ndarray,
+    grid: Any,
+    log_prior: np.ndarray,
+    wsig_l: Any,
+    alpha: Any,
+    stats: ClassStats | None,
+    chunk_size: int,
+    check: Callable[[], None] | None,
+) -> np.ndarray:
+    """E-step (and, with ``stats``, M-step statistics) of G independent K-class mixtures in one
+    pass: ``grid`` holds their G·K classes, ``log_prior`` is (G, K); responsibilities are
+    normalised within each group. One kernel call scores every candidate, so the per-pixel
+    geometry is computed once for all of them. Returns the log-evidence (n, G)."""
+    xp = lp.xp
+    G, K = log_prior.shape
+    out = np.empty((len(idx), G))
+    pos = 0
+    mass = np.zeros(G * K)
+    for c in chunks(idx, chunk_size):
+        if check is not None:
+            check()
+        A, X, C, half = lp.take(c)
+        al = alpha[row_selector(c, xp)]
+        ll = loglik(grid, A, X, C, al, wsig_l, lp.geom)
+        rs = []
+        for g in range(G):
+            r, _, _, ev = responsibilities(ll[:, g * K : (g + 1) * K], log_prior[g])
+            rs.append(r)
+            out[pos : pos + len(c), g] = to_numpy(ev)
+        if stats is not None:
+            r = xp.concatenate(rs, axis=1)
+            backproject_weighted(A, X, C, al, wsig_l, r, half, lp.geom, stats.acc)
+            mass += to_numpy(r.astype(np.float64).sum(0))
+        pos += len(c)
+    if stats is not None:
+        stats.mass = mass
+    return out
+
+
 def _lowres_em(
     lp: Problem,
-    vols: Any,
+    candidates: list[Any],
     wsig_l: Any,
     alpha: Any,
     mask_l: Any,
@@ -184,10 +226,17 @@ def _lowres_em(
     n_iters: int,
     chunk_size: int,
     check: Callable[[], None] | None,
-) -> tuple[Any, float]:
-    """A few full EM iterations at the low-res box; returns the volumes and their score, the
-    mean per-particle log-evidence ``log Σ_k π_k p(X_i | V_k)`` under the final volumes."""
-    K = vols.shape[0]
+) -> list[tuple[Any, float]]:
+    """A few full EM iterations at the low-res box for each candidate (K volumes each); returns
+    per candidate the volumes and their score, the mean per-particle log-evidence
+    ``log Σ_k π_k p(X_i | V_k)`` under the final volumes. Local problems run all candidates
+    jointly (:func:`_grouped_pass`; the same arithmetic as one by one)."""
+    G, K = len(candidates), candidates[0].shape[0]
+    if G > 1 and lp.store.remote:  # the distributed executor runs plain passes only
+        return [
+            _lowres_em(lp, [c], wsig_l, alpha, mask_l, tau2_l, n_iters, chunk_size, check)[0]
+            for c in candidates
+        ]
     if lp.n > _LOWRES_EM_MAX_PARTICLES:  # scoring needs statistics, not every particle
         rng = np.random.default_rng(_LOWRES_EM_SUBSET_SEED)
         sub = np.sort(rng.choice(lp.n, _LOWRES_EM_MAX_PARTICLES, replace=False))
@@ -197,41 +246,30 @@ def _lowres_em(
         idx = sub
     else:
         idx = np.arange(lp.n)
-    log_prior = np.full(K, -np.log(K))
-    tau = np.repeat(tau2_l[:1], K, axis=0)
+
+    def one_pass(vols: Any, log_prior: np.ndarray, stats: ClassStats | None) -> np.ndarray:
+        grid = volumes_to_grid(vols, lp.geom)
+        if G > 1:
+            return _grouped_pass(lp, idx, grid, log_prior, wsig_l, alpha, stats, chunk_size, check)
+        res = em_pass(
+            lp, idx, grid, log_prior[0], wsig_l, alpha, beta=0.0, force_hard=False,
+            stats=stats, chunk_size=chunk_size, check=check,
+        )  # fmt: skip
+        return to_numpy(res.log_evidence)[:, None]
+
+    xp = lp.xp
+    vols = xp.concatenate(candidates) if G > 1 else candidates[0]
+    log_prior = np.full((G, K), -np.log(K))
+    tau = np.repeat(tau2_l[:1], G * K, axis=0)
     for _ in range(n_iters):
-        stats = ClassStats.zeros(lp.geom, K, lp.xp)
-        em_pass(
-            lp,
-            idx,
-            volumes_to_grid(vols, lp.geom),
-            log_prior,
-            wsig_l,
-            alpha,
-            beta=0.0,
-            force_hard=False,
-            stats=stats,
-            chunk_size=chunk_size,
-            check=check,
-        )
+        stats = ClassStats.zeros(lp.geom, G * K, xp)
+        one_pass(vols, log_prior, stats)
         rec = reconstruct(stats, lp.geom, mask_l, tau2_prev=tau)
         vols, tau = rec.volumes, rec.tau2
-        mass = np.maximum(np.asarray(stats.mass, np.float64), 1e-12)
-        log_prior = np.log(mass / mass.sum())
-    res = em_pass(
-        lp,
-        idx,
-        volumes_to_grid(vols, lp.geom),
-        log_prior,
-        wsig_l,
-        alpha,
-        beta=0.0,
-        force_hard=False,
-        stats=None,
-        chunk_size=chunk_size,
-        check=check,
-    )
-    return vols, float(np.mean(to_numpy(res.log_evidence)))
+        mass = np.maximum(np.asarray(stats.mass, np.float64), 1e-12).reshape(G, K)
+        log_prior = np.log(mass / mass.sum(1, keepdims=True))
+    ev = one_pass(vols, log_prior, None)
+    return [(vols[g * K : (g + 1) * K], float(np.mean(ev[:, g]))) for g in range(G)]
 
 
 def initial_volumes(
@@ -256,8 +294,7 @@ def initial_volumes(
     """
     p = params
     lp, wsig_l, mask_l, tau2_l = _lowres(prob, p.init_res_A, wsig, mask, tau2)
-    best: tuple[float, Any] | None = None
-    scores = []
+    candidates = []
     for r in range(max(1, p.init_restarts)):
         seed = [p.seed, 1, r]
         if mode == "pca":  # each candidate: its own random subsets, PCA and k-means
@@ -274,35 +311,34 @@ def initial_volumes(
                 chunk_size,
                 check,
             )
-            v = _kmeans_volumes(V, coords, K, seed)
+            candidates.append(_kmeans_volumes(V, coords, K, seed))
         else:
-            v = _simple_lowres(
-                lp,
-                K,
-                p.init_particles_per_class,
-                seed,
-                wsig_l,
-                alpha,
-                mask_l,
-                tau2_l,
-                chunk_size,
-                check,
+            candidates.append(
+                _simple_lowres(
+                    lp,
+                    K,
+                    p.init_particles_per_class,
+                    seed,
+                    wsig_l,
+                    alpha,
+                    mask_l,
+                    tau2_l,
+                    chunk_size,
+                    check,
+                )
             )
-        score = 0.0
-        if p.init_lowres_iters > 0:
-            v, score = _lowres_em(
-                lp, v, wsig_l, alpha, mask_l, tau2_l, p.init_lowres_iters, chunk_size, check
-            )
-        scores.append(score)
-        if best is None or score > best[0]:
-            best = (score, v)
-    if best is None:  # pragma: no cover - init_restarts >= 1 is validated
-        raise ValueError("no initialisation candidate")
-    v = best[1]
-    if p.init_refine_iters > 0:  # carry on with the kept candidate only (cheap, low-res box)
-        v, _ = _lowres_em(
-            lp, v, wsig_l, alpha, mask_l, tau2_l, p.init_refine_iters, chunk_size, check
+    if p.init_lowres_iters > 0:
+        scored = _lowres_em(
+            lp, candidates, wsig_l, alpha, mask_l, tau2_l, p.init_lowres_iters, chunk_size, check
         )
+    else:
+        scored = [(v, 0.0) for v in candidates]
+    scores = [sc for _, sc in scored]
+    v = scored[int(np.argmax(scores))][0]  # the first of equal best
+    if p.init_refine_iters > 0:  # carry on with the kept candidate only (cheap, low-res box)
+        v = _lowres_em(
+            lp, [v], wsig_l, alpha, mask_l, tau2_l, p.init_refine_iters, chunk_size, check
+        )[0][0]
     return _to_full(v, lp, prob, p.init_res_A, mask), scores
 
 
