@@ -110,7 +110,7 @@ class ClassificationParams:
         50.0, "O-EM learning rate half-life, in % of the O-EM iterations.", min=0.0
     )
     oem_batch_size_per_class: int = _p(1000, "O-EM batch size per class (batch = this × K).", min=1)
-    oem_epochs: int = _p(3, "Number of O-EM epochs (passes over the data in batches).", min=0)
+    oem_epochs: int = _p(2, "Number of O-EM epochs (passes over the data in batches).", min=0)
     # ---- F-EM and convergence
     max_fem_iters: int = _p(20, "Maximum number of F-EM (full-batch) iterations.", min=0)
     convergence_pct: float = _p(
