@@ -89,10 +89,10 @@ class ClassificationParams:
         min=0,
     )
     init_refine_iters: int = _p(
-        32,
+        16,
         "Further low-resolution EM iterations for the kept candidate only, before O-EM "
-        "(0 = off). Cheap (small box, one candidate); at low SNR it decides the split of "
-        "subtle states.",
+        "(0 = off; over-relaxed, so 16 do the work of 32 plain ones). Cheap (small box, one "
+        "candidate); at low SNR it decides the split of subtle states.",
         min=0,
     )
     pca_n_reconstructions: int = _p(
@@ -252,6 +252,11 @@ class ClassificationParams:
         if self.reorder_by_size and self.output_every_fem:
             raise ParameterError(
                 "reorder_by_size", "must be off when output_every_fem is on (as in CryoSPARC)"
+            )
+        if self.oem_epochs == 0 and self.max_fem_iters == 0:
+            raise ParameterError(
+                "max_fem_iters",
+                "must be ≥ 1 when oem_epochs is 0: without an E-step no particle is assigned",
             )
         if self.scale_min > self.scale_max:
             raise ParameterError("scale_min", "must not exceed scale_max")

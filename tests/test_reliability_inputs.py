@@ -179,6 +179,7 @@ def test_fuzz_parameters(overrides):
             "class_similarity_anneal_end": "class_similarity_anneal_start",
             "scale_min": "scale_max",
             "reorder_by_size": "output_every_fem",
+            "max_fem_iters": "oem_epochs",
         }
         assert e.name in kw or e.name in ("filter_res_A",) or pairs.get(e.name) in kw, (e.name, kw)
         assert e.name in str(e)
@@ -186,6 +187,12 @@ def test_fuzz_parameters(overrides):
     for name, v in kw.items():  # accepted → stored exactly
         assert getattr(p, name) is v or getattr(p, name) == v
     assert ClassificationParams.from_dict(p.to_dict()) == p
+
+
+def test_no_em_iterations_at_all_is_refused():
+    with pytest.raises(ParameterError, match="max_fem_iters.*no particle is assigned"):
+        ClassificationParams(filter_res_A=8.0, oem_epochs=0, max_fem_iters=0)
+    ClassificationParams(filter_res_A=8.0, oem_epochs=0, max_fem_iters=1)  # F-EM only: fine
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))

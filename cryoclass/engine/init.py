@@ -36,6 +36,16 @@ __all__ = ["subset_labels", "initial_volumes", "init_input"]
 #: at SNR 0.01 0.5027 / 0.5045 vs 0.5049 / 0.5052 (seeds 0 / 1: −0.002 / −0.001).
 _LOWRES_EM_MAX_PARTICLES = 10000
 _LOWRES_EM_SUBSET_SEED = 20261122
+#: Over-relaxation ω of the kept candidate's refinement: after two plain EM steps the volumes move
+#: ω times the EM step, ``V ← V + ω (EM(V) − V)`` (Salakhutdinov & Roweis, ICML 2003), back to
+#: plain EM for good as soon as the mean log-evidence drops by more than 10⁻³ nats per particle
+#: (the regulariser moves too, so it is not a strict EM bound: it may dip by ~10⁻⁴). At low SNR
+#: this EM creeps (0.3 % of the particles still switch per iteration after 16 steps). ARI, 4
+#: benchmark settings × seeds 0 / 1, 16 steps with ω = 1.5 vs 32 plain: N = 5 000 SNR 0.05
+#: 0.896 / 0.897 (equal), SNR 0.01 0.503 / 0.503 vs 0.503 / 0.504; N = 20 000 SNR 0.05
+#: 0.888 / 0.889 (equal), SNR 0.01 0.509 / 0.508 (equal). 16 plain steps: 0.501 / 0.503 at
+#: N = 5 000 SNR 0.01. ω = 2 did as well there but oscillated on a small test set.
+_REFINE_RELAX = 1.5
 
 
 def subset_labels(n: int, n_sets: int, per_set: int, seed: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -226,11 +236,13 @@ def _lowres_em(
     n_iters: int,
     chunk_size: int,
     check: Callable[[], None] | None,
+    relax: float = 1.0,
 ) -> list[tuple[Any, float]]:
     """A few full EM iterations at the low-res box for each candidate (K volumes each); returns
     per candidate the volumes and their score, the mean per-particle log-evidence
     ``log Σ_k π_k p(X_i | V_k)`` under the final volumes. Local problems run all candidates
-    jointly (:func:`_grouped_pass`; the same arithmetic as one by one)."""
+    jointly (:func:`_grouped_pass`; the same arithmetic as one by one). ``relax`` (one candidate
+    only): over-relaxation ω of the volume updates (see ``_REFINE_RELAX``)."""
     G, K = len(candidates), candidates[0].shape[0]
     if G > 1 and lp.store.remote:  # the distributed executor runs plain passes only
         return [
@@ -261,11 +273,19 @@ def _lowres_em(
     vols = xp.concatenate(candidates) if G > 1 else candidates[0]
     log_prior = np.full((G, K), -np.log(K))
     tau = np.repeat(tau2_l[:1], G * K, axis=0)
-    for _ in range(n_iters):
+    omega, ev_prev = (relax if G == 1 else 1.0), -np.inf
+    for it in range(n_iters):
         stats = ClassStats.zeros(lp.geom, G * K, xp)
-        one_pass(vols, log_prior, stats)
+        ev_mean = float(np.mean(one_pass(vols, log_prior, stats)))
+        if ev_mean < ev_prev - 1e-3:  # an over-relaxed step overshot: plain EM from here on
+            omega = 1.0
+        ev_prev = ev_mean
         rec = reconstruct(stats, lp.geom, mask_l, tau2_prev=tau)
-        vols, tau = rec.volumes, rec.tau2
+        if omega != 1.0 and it >= 2:
+            vols = vols + np.float32(omega) * (rec.volumes - vols)
+        else:
+            vols = rec.volumes
+        tau = rec.tau2
         mass = np.maximum(np.asarray(stats.mass, np.float64), 1e-12).reshape(G, K)
         log_prior = np.log(mass / mass.sum(1, keepdims=True))
     ev = one_pass(vols, log_prior, None)
@@ -337,8 +357,9 @@ def initial_volumes(
     v = scored[int(np.argmax(scores))][0]  # the first of equal best
     if p.init_refine_iters > 0:  # carry on with the kept candidate only (cheap, low-res box)
         v = _lowres_em(
-            lp, [v], wsig_l, alpha, mask_l, tau2_l, p.init_refine_iters, chunk_size, check
-        )[0][0]
+            lp, [v], wsig_l, alpha, mask_l, tau2_l, p.init_refine_iters, chunk_size, check,
+            relax=_REFINE_RELAX,
+        )[0][0]  # fmt: skip
     return _to_full(v, lp, prob, p.init_res_A, mask), scores
 
 
