@@ -96,7 +96,7 @@ class ClassificationParams:
         min=0,
     )
     pca_n_reconstructions: int = _p(
-        100, "PCA init: number of random-subset reconstructions.", min=2
+        50, "PCA init: number of random-subset reconstructions (at least 5 per class).", min=2
     )
     pca_n_components: int = _p(2, "PCA init: principal components kept before k-means.", min=1)
     # ---- O-EM
