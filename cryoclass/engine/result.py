@@ -222,11 +222,21 @@ class ClassificationResult:
         self._particles_on_disk(outdir)
         files = self.write_particles(outdir, "particles", np.arange(len(self.hard)), formats)
         K, apix = self.n_classes, self.pixel_size_A
-        for k in range(K):
-            if per_class:
-                files += self.write_particles(
-                    outdir, f"class_{k:02d}", np.nonzero(self.hard == k)[0], formats
+        if per_class:
+            members = {k: np.nonzero(self.hard == k)[0] for k in range(K)}
+            if "star" in formats:  # the rows of particles.star, copied (same columns and values)
+                from ..io.star import write_star_subsets
+
+                write_star_subsets(
+                    outdir / "particles.star",
+                    {str(outdir / f"class_{k:02d}.star"): members[k] for k in range(K)},
                 )
+            for k in range(K):
+                if "star" in formats:
+                    files.append(outdir / f"class_{k:02d}.star")
+                if "cs" in formats:
+                    files += self.write_particles(outdir, f"class_{k:02d}", members[k], ("cs",))
+        for k in range(K):
             write_mrc(outdir / f"class_{k:02d}.mrc", self.volumes[k], apix)
             files.append(outdir / f"class_{k:02d}.mrc")
         files.append(self._write_zip(outdir / "volumes.zip"))

@@ -449,3 +449,35 @@ def write_star(
     table = _apply_extra(table[cols], extra, n)
     with atomic_path(path, suffix=".star") as tmp:
         starfile.write({"optics": optics, "particles": table}, tmp, float_format="%.12g")
+
+
+def write_star_subsets(
+    src: str | os.PathLike, outputs: dict[str, np.ndarray], block: str = "particles"
+) -> None:
+    """Write star files that hold rows ``idx`` of ``src``'s ``data_<block>`` loop (in the order
+    given), every other block as in ``src``: ``outputs`` maps an output path to its row indices.
+
+    The rows are copied as text, already formatted, so per-class files of a written
+    ``particles.star`` cost a file copy instead of a second formatting of every row (starfile
+    formats cell by cell in Python: ~40 µs a row). Each file is written atomically.
+    """
+    with open(src, encoding="utf-8") as fh:
+        lines = fh.read().split("\n")
+    try:
+        j = lines.index(f"data_{block}") + 1
+    except ValueError:
+        raise InputFileError(os.fspath(src), f"no data_{block} block") from None
+    while j < len(lines) and not lines[j].startswith("_"):  # blank line, loop_
+        j += 1
+    while j < len(lines) and lines[j].startswith("_"):  # column labels
+        j += 1
+    k = j
+    while k < len(lines) and lines[k].strip():
+        k += 1
+    head, rows, tail = lines[:j], lines[j:k], lines[k:]
+    for path, idx in outputs.items():
+        idx = np.asarray(idx, dtype=np.int64)
+        if idx.size and (idx.min() < 0 or idx.max() >= len(rows)):
+            raise IndexError(f"row index out of range for {len(rows)} rows of {os.fspath(src)}")
+        with atomic_path(path, suffix=".star") as tmp, open(tmp, "w", encoding="utf-8") as fh:
+            fh.write("\n".join(head + [rows[i] for i in idx] + tail))
