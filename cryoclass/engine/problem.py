@@ -198,6 +198,19 @@ def _preprocess_chunks(
     rows = np.ascontiguousarray(_crop_axis_indices(D, geom.Dc)[iy], dtype=np.int64)
     cols = np.ascontiguousarray(ix, dtype=np.int64)
     pre = np.exp(2j * np.pi * (kx + ky) * (D // 2) / D)  # ifftshift of the image, in Fourier
+    per_pixel = (  # the kernel's per-disc-pixel constants (see disc_ctf_kernel)
+        rows,
+        cols,
+        pre.real.copy(),
+        pre.imag.copy(),
+        freq_x,
+        freq_y,
+        geom.kx.astype(np.int64),
+        geom.ky.astype(np.int64),
+        1.0 / (D * apix),
+        np.cos(theta2),
+        np.sin(theta2),
+    )
     shifts = np.stack(
         [meta["shift_x_A"].to_numpy(np.float64), meta["shift_y_A"].to_numpy(np.float64)], axis=1
     )
@@ -216,17 +229,7 @@ def _preprocess_chunks(
         finite = np.empty(n, np.bool_)
         disc_ctf_kernel(
             F,
-            rows,
-            cols,
-            pre.real.copy(),
-            pre.imag.copy(),
-            freq_x,
-            freq_y,
-            geom.kx.astype(np.int64),
-            geom.ky.astype(np.int64),
-            1.0 / (D * apix),
-            np.cos(theta2),
-            np.sin(theta2),
+            *per_pixel,
             _ctf_parameters(meta, idx),
             np.ascontiguousarray(shifts[idx]),
             out_rows,
