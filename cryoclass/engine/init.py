@@ -315,41 +315,20 @@ def initial_volumes(
     p = params
     lp, wsig_l, mask_l, tau2_l = _lowres(prob, p.init_res_A, wsig, mask, tau2)
     candidates = []
+    step_args = (wsig_l, alpha, mask_l, tau2_l, chunk_size, check)  # every low-res step's tail
     for r in range(max(1, p.init_restarts)):
         seed = [p.seed, 1, r]
         if mode == "pca":  # each candidate: its own random subsets, PCA and k-means
+            # 50 vs 100 reconstructions (ARI, 4 benchmark settings × 2 seeds): N = 5 000 SNR 0.05
+            # equal, SNR 0.01 0.505 / 0.504 vs 0.503 / 0.503; N = 20 000 SNR 0.05 equal, SNR 0.01
+            # 0.508 / 0.508 vs 0.509 / 0.508; init 1 s faster at N = 20 000
+            n_recon = max(p.pca_n_reconstructions, 5 * K)
             V, coords = _pca_space(
-                lp,
-                p.init_particles_per_class,
-                # 50 vs 100 reconstructions (ARI, 4 benchmark settings × 2 seeds): N = 5 000
-                # SNR 0.05 equal, SNR 0.01 0.505 / 0.504 vs 0.503 / 0.503; N = 20 000 SNR 0.05
-                # equal, SNR 0.01 0.508 / 0.508 vs 0.509 / 0.508; init 1 s faster at N = 20 000
-                max(p.pca_n_reconstructions, 5 * K),
-                p.pca_n_components,
-                seed,
-                wsig_l,
-                alpha,
-                mask_l,
-                tau2_l,
-                chunk_size,
-                check,
+                lp, p.init_particles_per_class, n_recon, p.pca_n_components, seed, *step_args
             )
             candidates.append(_kmeans_volumes(V, coords, K, seed))
         else:
-            candidates.append(
-                _simple_lowres(
-                    lp,
-                    K,
-                    p.init_particles_per_class,
-                    seed,
-                    wsig_l,
-                    alpha,
-                    mask_l,
-                    tau2_l,
-                    chunk_size,
-                    check,
-                )
-            )
+            candidates.append(_simple_lowres(lp, K, p.init_particles_per_class, seed, *step_args))
     if p.init_lowres_iters > 0:
         scored = _lowres_em(
             lp, candidates, wsig_l, alpha, mask_l, tau2_l, p.init_lowres_iters, chunk_size, check
