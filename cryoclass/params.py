@@ -84,8 +84,9 @@ class ClassificationParams:
         min=1,
     )
     init_lowres_iters: int = _p(
-        8,
-        "Low-resolution EM iterations used to score each candidate initialisation (0 = off).",
+        4,
+        "Low-resolution EM iterations used to score each candidate initialisation (0 = off; "
+        "the kept one is refined further, see init_refine_iters).",
         min=0,
     )
     init_refine_iters: int = _p(
