@@ -231,8 +231,13 @@ class MrcsImageSource(ImageSource):
             local = self.index_in_file[idx[where]]
             stack = self._stack(int(f))
             lo, hi = int(local.min()), int(local.max()) + 1
-            if hi - lo == local.size and np.all(np.diff(local) == 1):
-                out[where] = stack[lo:hi]  # contiguous run: one sequential read
+            if hi - lo == local.size and np.all(np.diff(local) == 1):  # contiguous run
+                w0, w1 = int(where[0]), int(where[-1]) + 1
+                info = self.infos[int(f)]
+                if w1 - w0 == where.size and info.dtype == np.dtype(np.float32):
+                    _read_into(info, lo, out[w0:w1])  # one read() into place: no page faults
+                else:
+                    out[where] = stack[lo:hi]
             else:
                 out[where] = stack[local]
         return out
@@ -253,6 +258,26 @@ class MrcsImageSource(ImageSource):
 
     def __repr__(self) -> str:
         return f"MrcsImageSource(n={self._n}, box={self._box}, files={len(self.files)})"
+
+
+def _read_into(info: MrcInfo, first: int, out: np.ndarray) -> None:
+    """Read images ``first, first + 1, …`` of a native float32 stack straight into ``out``
+    (C-contiguous float32 ``(n, D, D)``) with plain ``read`` calls: copying from a fresh memory
+    map costs a page fault per 4 KiB (measured 0.24 s vs 0.05 s for 20 000 images of 64²)."""
+    start = info.offset + first * out[0].nbytes
+    buf = out.data.cast("B")
+    with open(info.path, "rb", buffering=0) as fh:
+        fh.seek(start)
+        done = 0
+        while done < buf.nbytes:
+            n = fh.readinto(buf[done:])
+            if not n:
+                raise InputFileError(
+                    info.path,
+                    f"file ends {buf.nbytes - done} bytes early while reading images "
+                    f"{first + 1}–{first + len(out)} (1-based): truncated stack",
+                )
+            done += n
 
 
 def stack_infos(source: ImageSource) -> list[MrcInfo]:
