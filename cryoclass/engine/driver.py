@@ -37,6 +37,13 @@ from .state import EMState
 __all__ = ["run_algorithm"]
 
 
+#: O-EM iterations are checkpointed at most this often (s), and always the last one: each
+#: O-EM checkpoint writes the running statistics (33 MB at box 48, K = 3; ~65 ms with fsync, 0.9 s
+#: of a 13 s job at N = 20 000 when written after every batch). A kill loses at most this much
+#: O-EM work; the resumed run is the same (batches and learning rates follow the iteration).
+OEM_CHECKPOINT_EVERY_S = 10.0
+
+
 class Driver:
     """Holds the problem, parameters and mutable EM state; ``run()`` is the generator."""
 
@@ -60,6 +67,7 @@ class Driver:
         self.counts = np.bincount(g.shell, weights=g.weight, minlength=g.n_shells)
         self.sym_ops = inputs.get("sym_ops")
         self.times: dict[str, list[float]] = {"oem": [], "fem": []}
+        self._last_oem_save = -math.inf
         self._prior: ConsensusPrior | None = None  # built at the first M-step
 
     # ------------------------------------------------------------------ helpers
@@ -239,7 +247,10 @@ class Driver:
             self.times["oem"].append(time.perf_counter() - t0)
             st.iteration += 1
             self._emit_iteration("oem", t, eta, beta, res, None)
-            self.save(st)
+            now = time.perf_counter()  # O-EM checkpoints carry the 2·K-volume statistics
+            if st.iteration == T or now - self._last_oem_save >= OEM_CHECKPOINT_EVERY_S:
+                self.save(st)
+                self._last_oem_save = now
             yield
         st.phase, st.iteration, st.stats = "fem", 0, None
 
