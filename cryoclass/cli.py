@@ -56,6 +56,11 @@ def _add_classify(sub: Any) -> None:
     c.add_argument(
         "--scale", choices=("optimal", "input", "none"), default=_d("per_particle_scale")
     )
+    c.add_argument(
+        "--no-scale-shrinkage",
+        action="store_true",
+        help="optimal scale: the raw per-image fit (no empirical-Bayes shrinkage)",
+    )
     c.add_argument("--no-fsc-filter", action="store_true")
     c.add_argument("--tau2-fudge", type=float, default=_d("tau2_fudge"))
     c.add_argument("--convergence-pct", type=float, default=_d("convergence_pct"))
@@ -173,6 +178,7 @@ def params_from_args(a: argparse.Namespace) -> Any:
         symmetry=a.symmetry,
         force_hard=a.hard,
         per_particle_scale=a.scale,
+        scale_shrinkage=not a.no_scale_shrinkage,
         use_fsc_filter=not a.no_fsc_filter,
         tau2_fudge=a.tau2_fudge,
         convergence_pct=a.convergence_pct,

@@ -158,6 +158,11 @@ class ClassificationParams:
         "(upstream alignments3D/alpha or rlnCtfScalefactor), or 'none' (1.0).",
         choices=("optimal", "input", "none"),
     )
+    scale_shrinkage: bool = _p(
+        True,
+        "Optimal per-particle scale: shrink each image's noisy fit towards the population "
+        "(empirical Bayes, by its estimated noise); off = the raw per-image fit.",
+    )
     scale_min: float = _p(0.2, "Lower clamp of the optimal per-particle scale.", min=0.0)
     scale_max: float = _p(5.0, "Upper clamp of the optimal per-particle scale.", min=0.0)
     use_fsc_filter: bool = _p(

@@ -131,8 +131,9 @@ class Driver:
         rec = self._recon(stats, None, mask0)
         sxx, sxp, spp = stats_pass(prob, rec.volumes[0], p.chunk_size, self.check)
         st.sig2, st.alpha = noise_and_scale(
-            sxx, sxp, spp, self.counts, mode, to_numpy(prob.scale_input), p.scale_min, p.scale_max
-        )
+            sxx, sxp, spp, self.counts, mode, to_numpy(prob.scale_input), p.scale_min,
+            p.scale_max, shrink=p.scale_shrinkage,
+        )  # fmt: skip
         stats = consensus_pass(prob, self.wsig(), self.alpha(), p.chunk_size, self.check)
         rec = self._recon(stats, rec.tau2, mask0)
         if self.inputs.get("solvent_mask") is None:
