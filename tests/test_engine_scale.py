@@ -25,6 +25,15 @@ def test_shrinkage_beats_the_raw_fit_and_keeps_precise_ones():
         expected = np.mean(tau**2 * s2 / (tau**2 + s2))
         assert mse_eb < mse_raw
         assert abs(mse_eb - expected) < 0.1 * expected + 2e-4, (tau, mse_eb, expected)
+        # 5 % uninformative fits (CTF ~ 0: huge variance, fit 0) do not change the others
+        bad = np.arange(n) % 20 == 0
+        s2_b, a_b = np.where(bad, 1e30, s2), np.where(bad, 0.0, a_hat)
+        eb_b = shrink_scales(a_b, s2_b)
+        assert (
+            np.mean((eb_b[~bad] - alpha[~bad]) ** 2)
+            < 1.1 * np.mean((eb[~bad] - alpha[~bad]) ** 2) + 1e-5
+        )
+        assert np.all(np.isfinite(eb_b))
     # nearly noise-free measurements are kept as measured
     a = rng.uniform(0.5, 1.5, 100)
     np.testing.assert_allclose(shrink_scales(a, np.full(100, 1e-10)), a, atol=1e-6)

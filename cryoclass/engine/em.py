@@ -149,11 +149,14 @@ def noise_and_scale(
 
 def shrink_scales(a_hat: Any, s2: Any) -> Any:
     """Empirical-Bayes (normal–normal) posterior means of scales measured as ``a_hat`` with
-    sampling variances ``s2`` (see :func:`noise_and_scale`)."""
+    sampling variances ``s2`` (see :func:`noise_and_scale`). The spread τ² is estimated from
+    the informative fits only (``s2`` within 100× the median): an image whose CTF or consensus
+    projection is ~0 has an enormous ``s2`` and would otherwise zero τ² for everyone."""
     xp = get_array_module(a_hat)
     w = 1.0 / s2
     mu = xp.sum(w * a_hat) / xp.sum(w)
-    tau2 = xp.maximum(xp.var(a_hat) - xp.mean(s2), 0.0)
+    ok = s2 <= 100.0 * xp.median(s2)
+    tau2 = xp.maximum(xp.var(a_hat[ok]) - xp.mean(s2[ok]), 0.0)
     return mu + tau2 / (tau2 + s2) * (a_hat - mu)
 
 
