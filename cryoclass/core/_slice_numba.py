@@ -116,14 +116,16 @@ def backproject_kernel(
         b = task // 2
         k0 = b * K // nblocks
         k1 = (b + 1) * K // nblocks
+        act = np.empty(max(k1 - k0, 1), np.int64)  # this particle's classes with r ≥ rmin
         for i in range(n):
             if half[i] != hb:
                 continue
-            rmax = np.float32(0.0)
+            nact = 0
             for k in range(k0, k1):
-                if r[i, k] > rmax:
-                    rmax = r[i, k]
-            if rmax < rmin:
+                if r[i, k] >= rmin:
+                    act[nact] = k
+                    nact += 1
+            if nact == 0:
                 continue
             h = half[i]
             a00 = A[i, 0, 0] * pad
@@ -143,10 +145,9 @@ def backproject_kernel(
                 dr = X[i, m].real * c * ws
                 di = X[i, m].imag * c * ws * sgn
                 wv = c * c * ws
-                for k in range(k0, k1):
+                for a in range(nact):
+                    k = act[a]
                     rk = r[i, k]
-                    if rk < rmin:
-                        continue
                     vr = rk * dr
                     vi = rk * di
                     vw = rk * wv
