@@ -71,3 +71,7 @@ def test_non_finite_pixel_is_named():
     bad = Particles(ds.particles.meta, ArrayImageSource(imgs))
     with pytest.raises(InputFileError, match="particle 23 has NaN or inf"):
         build_problem(bad, 14.0, chunk_size=16)
+    meta = ds.particles.meta.copy()  # a CTF parameter that slipped past the readers' checks
+    meta.loc[31, "defocus_u_A"] = np.nan
+    with pytest.raises(InputFileError, match="particle 31 has NaN or inf"):
+        build_problem(Particles(meta, ds.particles.images), 14.0, chunk_size=16)

@@ -37,7 +37,7 @@ def disc_ctf_kernel(
     out_rows,  # (n,) int64 output row of each particle
     X_out,  # (N, M) complex64
     C_out,  # (N, M) float32
-    finite,  # (n,) bool: all disc pixels finite
+    finite,  # (n,) bool: every disc pixel and CTF value of the particle finite
 ):  # pragma: no cover - jit
     n = F.shape[0]
     M = rows.size
@@ -84,5 +84,7 @@ def disc_ctf_kernel(
             ctf = np.sin(gamma)
             if bq != 0.0:
                 ctf *= np.exp(-bq * u2)
+            if not np.isfinite(ctf):
+                ok = False
             C_out[r, j] = ctf
         finite[i] = ok

@@ -208,8 +208,9 @@ def _grouped_pass(
     for c in chunks(idx, chunk_size):
         if check is not None:
             check()
-        A, X, C, half = lp.take(c)
-        al = alpha[row_selector(c, xp)]
+        ci = row_selector(c, xp)
+        A, X, C, half = lp.take(ci)
+        al = alpha[ci]
         ll = loglik(grid, A, X, C, al, wsig_l, lp.geom)
         rs = []
         for g in range(G):

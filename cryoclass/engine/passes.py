@@ -108,7 +108,7 @@ def em_pass(
         if check is not None:
             check()
         ci = row_selector(c, xp)
-        A, X, C, half = prob.take(c)
+        A, X, C, half = prob.take(ci)
         al = alpha[ci]
         ll = loglik(grid, A, X, C, al, wsig, prob.geom)
         r, ess, hard, ev = responsibilities(ll, lp, beta, force_hard)
@@ -159,7 +159,7 @@ def hard_pass(
         if check is not None:
             check()
         ci = row_selector(c, xp)
-        A, X, C, half = prob.take(c)
+        A, X, C, half = prob.take(ci)
         r = xp.zeros((len(c), K), np.float32)
         r[xp.arange(len(c)), xp.asarray(lab)] = 1.0
         backproject_weighted(A, X, C, alpha[ci], wsig, r, half, prob.geom, stats.acc)

@@ -90,8 +90,8 @@ class Problem:
         return np.arange(self.geom.n_shells) / (self.box_c * self.pixel_size_c_A)
 
     def take(self, idx: Any) -> tuple[Any, Any, Any, Any]:
-        """``(A, X, C, half)`` rows for particle indices ``idx`` (sorted); a contiguous NumPy
-        range gives views of the stored rows (no copy)."""
+        """``(A, X, C, half)`` rows for particle indices ``idx`` (sorted, or a slice); a
+        contiguous range gives views of the stored rows (no copy)."""
         sel = row_selector(idx, self.xp)
         if isinstance(sel, slice):
             X, C = self.store.rows(sel.start, sel.stop)
@@ -102,11 +102,12 @@ class Problem:
 
 def subset_problem(prob: Problem, idx: np.ndarray) -> Problem:
     """The particles ``idx`` (sorted) copied into a problem of their own, in memory: passes over
-    it read contiguous rows. Remote (distributed) problems are returned as they are."""
+    it read contiguous rows. Not for remote (distributed) problems, whose rows stay on the
+    workers."""
     if prob.store.remote:
-        return prob
-    X, C = prob.store.take(prob.xp.asarray(idx))
+        raise ValueError("subset_problem needs a local problem (its rows are copied here)")
     sel = prob.xp.asarray(idx)
+    X, C = prob.store.take(sel)
     return dataclasses.replace(
         prob,
         store=ArrayStore(X, C),
@@ -117,8 +118,10 @@ def subset_problem(prob: Problem, idx: np.ndarray) -> Problem:
 
 
 def row_selector(idx: Any, xp: Any) -> Any:
-    """``idx`` as a ``slice`` when it is a contiguous ascending NumPy range, else as an ``xp``
-    index array (indexing by a slice is a view, by an array a copy)."""
+    """``idx`` as a ``slice`` when it is a contiguous ascending NumPy range (or already a
+    slice), else as an ``xp`` index array (indexing by a slice is a view, by an array a copy)."""
+    if isinstance(idx, slice):
+        return idx
     if isinstance(idx, np.ndarray) and idx.size and np.all(np.diff(idx) == 1):
         return slice(int(idx[0]), int(idx[-1]) + 1)
     return xp.asarray(idx)
@@ -237,9 +240,8 @@ def _preprocess_chunks(
             C,
             finite,
         )
-        C_rows = C[out_rows]
-        if not finite.all() or not np.isfinite(C_rows).all():  # NaN/inf in an image or its CTF
-            bad = int(idx[np.nonzero(~finite | ~np.isfinite(C_rows).all(axis=1))[0][0]])
+        if not finite.all():  # NaN/inf in an image or its CTF
+            bad = int(idx[np.nonzero(~finite)[0][0]])
             raise InputFileError(
                 particles.source_path or "<particles>",
                 f"particle {bad} has NaN or inf pixel values or CTF parameters",
