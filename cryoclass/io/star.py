@@ -448,7 +448,55 @@ def write_star(
     cols = ["rlnImageName"] + [c for c in table.columns if c != "rlnImageName"]
     table = _apply_extra(table[cols], extra, n)
     with atomic_path(path, suffix=".star") as tmp:
-        starfile.write({"optics": optics, "particles": table}, tmp, float_format="%.12g")
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(star_text({"optics": optics, "particles": table}, float_format="%.12g"))
+
+
+#: What starfile writes for a missing value (its default ``na_rep``).
+_NA_REP = "<NA>"
+
+
+def _format_cells(col: pd.Series, float_format: str) -> list[str] | None:
+    """The cells of one loop column as ``starfile.write`` formats them (pandas ``to_csv`` with
+    ``float_format`` and ``na_rep='<NA>'``, strings quoted when empty or holding a space), or
+    None for a column this does not handle (extension dtypes, mixed objects, tabs/newlines)."""
+    if isinstance(col.dtype, pd.StringDtype):  # text columns (the default for text in pandas 3)
+        vals = col.tolist()
+        kind = "O"
+    elif isinstance(col.dtype, np.dtype):
+        vals = col.to_numpy().tolist()
+        kind = col.dtype.kind
+    else:
+        return None
+    if kind == "f":
+        return [_NA_REP if v != v else float_format % v for v in vals]
+    if kind in "iub":
+        return [str(v) for v in vals]
+    if kind == "O" and all(type(v) is str and "\t" not in v and "\n" not in v for v in vals):
+        return [f'"{v}"' if (not v or " " in v) else v for v in vals]
+    return None
+
+
+def star_text(blocks: dict[str, pd.DataFrame], float_format: str = "%.12g") -> str:
+    """The text ``starfile.write(blocks, float_format=...)`` writes, with the loop rows
+    formatted column by column instead of cell by cell through ``DataFrame.map`` and
+    ``to_csv`` (N = 20 000 particles, 30 columns: ~4× faster). starfile still writes every
+    header; a block with a column this cannot format goes through starfile whole (tested to be
+    identical to starfile's output, ``tests/test_io_star_write.py``)."""
+    from starfile.writer import StarWriter
+
+    out: list[str] = []
+    for i, (name, df) in enumerate(blocks.items()):
+        cells = [_format_cells(df[c], float_format) for c in df.columns] if len(df) else []
+        fast = len(df) > 0 and all(c is not None for c in cells)
+        writer = StarWriter({name: df.iloc[:0] if fast else df}, float_format=float_format)
+        lines = list(writer.lines())
+        if i > 0:  # the package-info line and its two blank lines open the file only
+            lines = lines[3:]
+        if fast:  # the loop ends with two blank lines: the rows go before them
+            lines[-2:-2] = ["\t".join(row) for row in zip(*cells)]
+        out.extend(lines)
+    return "".join(line + "\n" for line in out)
 
 
 def write_star_subsets(
