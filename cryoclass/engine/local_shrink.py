@@ -28,6 +28,7 @@ import numpy as np
 
 from .. import backend as _fft
 from ..backend import get_array_module
+from ..core.slices import _use_xp
 
 __all__ = ["MAX_JOINT_K", "gaussian_smooth", "local_shrink"]
 
@@ -84,6 +85,18 @@ def local_shrink(
         Np = gaussian_smooth(xp.stack([dn[i] * dn[j] for i, j in pairs]), sigma_px).reshape(
             len(pairs), -1
         )[:, sel]
+        if not _use_xp("auto", xp):  # one Numba pass per voxel (same arithmetic, see below)
+            from ..core._shrink_numba import joint_shrink_kernel
+
+            out = np.empty_like(delta)
+            pi = np.array([i for i, _ in pairs], np.int64)
+            pj = np.array([j for _, j in pairs], np.int64)
+            joint_shrink_kernel(
+                np.ascontiguousarray(Sp, np.float64),
+                np.ascontiguousarray(Np, np.float64),
+                pi, pj, np.ascontiguousarray(delta), float(power), out,
+            )  # fmt: skip
+            return _assemble(vols, cons, sel, out)
         V = int(Sp.shape[1])
         S = xp.zeros((V, K, K), np.float64)
         N = xp.zeros((V, K, K), np.float64)
@@ -101,6 +114,13 @@ def local_shrink(
         f = (lam / (1.0 + lam)) ** power
         W = L @ U @ (f[:, :, None] * (xp.swapaxes(U, 1, 2) @ Li))
         out = (W @ delta[:, :, None])[:, :, 0]
+    return _assemble(vols, cons, sel, out)
+
+
+def _assemble(vols: Any, cons: Any, sel: Any, out: Any) -> Any:
+    """The consensus plus the shrunk differences ``out`` (V, K) at the voxels ``sel``; the
+    other voxels keep their difference as given."""
+    K = vols.shape[0]
     full = (vols - cons[None]).reshape(K, -1).copy()
     full[:, sel] = out.T.astype(full.dtype)
     return (cons[None] + full.reshape(vols.shape)).astype(np.float32)
