@@ -330,3 +330,24 @@ def test_non_finite_integer_parameter_is_a_parameter_error(value):
     """Found by hypothesis: chunk_size=inf raised OverflowError from int(inf)."""
     with pytest.raises(ParameterError, match="finite"):
         cryoclass.ClassificationParams(filter_res_A=8.0, chunk_size=value)
+
+
+def test_oem_only_assigns_every_particle_with_the_final_volumes(ds):
+    """max_fem_iters = 0: the result comes from O-EM alone (it crashed writing results); the
+    posteriors are one E-step under the final O-EM volumes — the same as the first F-EM
+    iteration's E-step of an otherwise identical run."""
+    kw = dict(n_classes=3, filter_res_A=14.0, seed=3, oem_epochs=2, oem_batch_size_per_class=150)
+    oem_only = cryoclass.Classification(
+        ds.particles, cryoclass.ClassificationParams(max_fem_iters=0, **kw)
+    ).run()
+    events: list = []
+    cryoclass.Classification(
+        ds.particles, cryoclass.ClassificationParams(max_fem_iters=1, **kw)
+    ).run([events.append])
+    fem = [e for e in events if isinstance(e, IterationFinished) and e.phase == "fem"]
+    assert oem_only.posteriors.shape == (len(ds.labels), 3)
+    assert np.allclose(oem_only.posteriors.sum(1), 1, atol=1e-5)
+    np.testing.assert_array_equal(oem_only.hard, fem[0].hard_class)
+    np.testing.assert_allclose(oem_only.ess, fem[0].ess, rtol=1e-6)
+    assert adjusted_rand_index(ds.labels, oem_only.hard) > 0.9
+    assert "max_fem_iters = 0" in oem_only.reason

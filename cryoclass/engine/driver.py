@@ -383,9 +383,24 @@ class Driver:
                 st.converged, st.reason = True, f"RMS density change {rms:.4f}"
             self.save(st)
             yield
+        if st.r is None:  # no F-EM iteration (max_fem_iters = 0): assign with the O-EM volumes
+            self._assign_all(idx)
         if not st.converged:
             st.reason = f"reached max_fem_iters = {p.max_fem_iters}"
         st.phase = "finish"
+
+    def _assign_all(self, idx: np.ndarray) -> None:
+        """Posteriors, ESS and hard classes of every particle under the current volumes (an
+        E-step without statistics): what the result reports when O-EM alone ran."""
+        p, st = self.p, self.st
+        res = em_pass(
+            self.prob, idx, self.effective_grid(), st.log_prior, self.wsig(), self.alpha(),
+            beta=0.0, force_hard=p.force_hard, stats=None, chunk_size=p.chunk_size,
+            check=self.check, progress=lambda d, n: self.emit(
+                Progress(phase="fem", done=d, total=n, time_s=self.now())
+            ),
+        )  # fmt: skip
+        st.r, st.ess, st.hard = res.r, res.ess, res.hard
 
     # ------------------------------------------------------------------ reporting
     def _rms_change(self) -> float:
