@@ -36,6 +36,11 @@ __all__ = ["subset_labels", "initial_volumes", "init_input"]
 #: at SNR 0.01 0.5027 / 0.5045 vs 0.5049 / 0.5052 (seeds 0 / 1: −0.002 / −0.001).
 _LOWRES_EM_MAX_PARTICLES = 10000
 _LOWRES_EM_SUBSET_SEED = 20261122
+#: The candidates are *scored* on a smaller subset still (the kept one is refined on the larger
+#: one): 5 000 instead of 10 000 particles, ARI at N = 20 000 (seeds 0 / 1) SNR 0.05 0.8956 /
+#: 0.8958 (equal), SNR 0.01 0.5162 / 0.5155 vs 0.5164 / 0.5157; init 4.4-4.9 -> 3.4-4.0 s.
+#: Refining on 5 000 as well cost 0.0013 at SNR 0.01 and is not done.
+_SCORE_MAX_PARTICLES = 5000
 #: Over-relaxation ω of the kept candidate's refinement: after two plain EM steps the volumes move
 #: ω times the EM step, ``V ← V + ω (EM(V) − V)`` (Salakhutdinov & Roweis, ICML 2003), back to
 #: plain EM for good as soon as the mean log-evidence drops by more than 10⁻³ nats per particle
@@ -238,6 +243,7 @@ def _lowres_em(
     chunk_size: int,
     check: Callable[[], None] | None,
     relax: float = 1.0,
+    max_particles: int = _LOWRES_EM_MAX_PARTICLES,
 ) -> list[tuple[Any, float]]:
     """A few full EM iterations at the low-res box for each candidate (K volumes each); returns
     per candidate the volumes and their score, the mean per-particle log-evidence
@@ -246,13 +252,11 @@ def _lowres_em(
     only): over-relaxation ω of the volume updates (see ``_REFINE_RELAX``)."""
     G, K = len(candidates), candidates[0].shape[0]
     if G > 1 and lp.store.remote:  # the distributed executor runs plain passes only
-        return [
-            _lowres_em(lp, [c], wsig_l, alpha, mask_l, tau2_l, n_iters, chunk_size, check)[0]
-            for c in candidates
-        ]
-    if lp.n > _LOWRES_EM_MAX_PARTICLES:  # scoring needs statistics, not every particle
+        args = (wsig_l, alpha, mask_l, tau2_l, n_iters, chunk_size, check)
+        return [_lowres_em(lp, [c], *args, max_particles=max_particles)[0] for c in candidates]
+    if lp.n > max_particles:  # scoring needs statistics, not every particle
         rng = np.random.default_rng(_LOWRES_EM_SUBSET_SEED)
-        sub = np.sort(rng.choice(lp.n, _LOWRES_EM_MAX_PARTICLES, replace=False))
+        sub = np.sort(rng.choice(lp.n, max_particles, replace=False))
         if not lp.store.remote:  # rows copied once: the passes then read them in order
             lp, alpha = subset_problem(lp, sub), alpha[lp.xp.asarray(sub)]
             sub = np.arange(lp.n)
@@ -332,8 +336,9 @@ def initial_volumes(
             candidates.append(_simple_lowres(lp, K, p.init_particles_per_class, seed, *step_args))
     if p.init_lowres_iters > 0:
         scored = _lowres_em(
-            lp, candidates, wsig_l, alpha, mask_l, tau2_l, p.init_lowres_iters, chunk_size, check
-        )
+            lp, candidates, wsig_l, alpha, mask_l, tau2_l, p.init_lowres_iters, chunk_size, check,
+            max_particles=_SCORE_MAX_PARTICLES,
+        )  # fmt: skip
     else:
         scored = [(v, 0.0) for v in candidates]
     scores = [sc for _, sc in scored]
