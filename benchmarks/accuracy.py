@@ -68,6 +68,31 @@ def adjusted_rand_index(a: Any, b: Any) -> float:
     return ari(a, b)
 
 
+_PROBE_DATA: tuple[Any, Any, Any] | None = None
+
+
+def speed_probe() -> float:
+    """Seconds of a fixed single-threaded workload — random gathers from a 64 MB table and a
+    batch of 64² FFTs, what the classification kernels and RELION's stress — run just before
+    and after each timed program. This workplace's machines changed speed by ~2× within an
+    hour (2026-12-01: the same kernel benchmark 47 000 then 91 000 p·c/s), so a ratio of two
+    wall times is only as good as the probes around them agree."""
+    global _PROBE_DATA
+    if _PROBE_DATA is None:
+        rng = np.random.default_rng(0)
+        _PROBE_DATA = (
+            rng.random(8_000_000),
+            rng.integers(0, 8_000_000, 2_000_000),
+            rng.random((256, 64, 64)).astype(np.float32),
+        )
+    table, idx, imgs = _PROBE_DATA
+    t0 = time.perf_counter()
+    for _ in range(8):
+        table[idx].sum()
+        np.fft.rfft2(imgs)
+    return round(time.perf_counter() - t0, 3)
+
+
 def run_measured(
     cmd: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None
 ) -> dict[str, Any]:
@@ -93,9 +118,10 @@ def run_measured(
     dict
         ``rc``, ``wall_s``, ``cpu_s`` (user + system), ``maxrss_MB`` (peak resident set of the
         program itself; its own children not included), ``load_before`` (1-min load average
-        when it started).
+        when it started), ``probe_s`` (:func:`speed_probe` before and after).
     """
     log.parent.mkdir(parents=True, exist_ok=True)
+    probe_before = speed_probe()
     load = os.getloadavg()[0]
     tfile = log.with_suffix(".time")
     gnu_time = Path("/usr/bin/time").exists()
@@ -116,6 +142,7 @@ def run_measured(
         "cpu_s": round(cpu, 2),
         "maxrss_MB": round(rss_kb / 1024.0, 1),
         "load_before": round(load, 2),
+        "probe_s": [probe_before, speed_probe()],
     }
 
 
@@ -796,7 +823,21 @@ def verdict(settings: list[dict[str, Any]], nproc: int) -> list[str]:
         f"{nproc} cores: other work shared the machine, so wall times are approximate "
         "and the CPU-time ratio is the steadier speed measure."
     )
-    return ["### Verdict", "", f"- {acc}", f"- {speed}", load]
+    probes = [
+        p
+        for s in settings
+        for r in s["cryoclass"]["runs"] + s["relion"]["runs"]
+        for p in r.get("probe_s", [])
+    ]
+    probe = (
+        f"- Machine speed probe (`speed_probe`: a fixed gather + FFT workload, run before and "
+        f"after every timed program; lower is faster): {min(probes):.2f}–{max(probes):.2f} s "
+        "over these runs. Where the probes of a setting's cryoclass and RELION runs differ, so "
+        "does the machine they ran on, and the speed-up shifts with them (per setting below)."
+        if probes
+        else "- No speed probe recorded (runs made before the probe existed)."
+    )
+    return ["### Verdict", "", f"- {acc}", f"- {speed}", load, probe]
 
 
 def details(settings: list[dict[str, Any]]) -> list[str]:
@@ -807,6 +848,7 @@ def details(settings: list[dict[str, Any]]) -> list[str]:
         cc = ", ".join(
             f"seed {r['seed']}: {r['wall_s']:.1f} s wall / {r['cpu_s']:.0f} s CPU, "
             f"{r['n_iterations']} iterations, sizes {r['class_sizes']}, engine {engine_str(r)}"
+            f"{probe_str(r)}"
             for r in s["cryoclass"]["runs"]
         )
         o = s["oracle"]
@@ -824,6 +866,12 @@ def details(settings: list[dict[str, Any]]) -> list[str]:
                 f"consensus reference {prep['reference']['wall_s']:.1f} s."
             )
     return out
+
+
+def probe_str(r: dict[str, Any]) -> str:
+    """``, probe 0.41/0.43 s`` (speed probe before/after the run), empty when unrecorded."""
+    p = r.get("probe_s")
+    return f", probe {p[0]:.2f}/{p[1]:.2f} s" if p else ""
 
 
 def engine_str(r: dict[str, Any]) -> str:
@@ -846,7 +894,8 @@ def relion_detail(r: dict[str, Any], other: bool) -> str:
     return (
         f"  - RELION {r.get('tag', '')} seed {r['seed']} ({what}"
         f"{', cached' if r.get('cached') else ''}{extra}): {r['wall_s']:.0f} s wall / "
-        f"{r['cpu_s']:.0f} s CPU, sizes {r['class_sizes']}, ARI by iteration: {traj}."
+        f"{r['cpu_s']:.0f} s CPU{probe_str(r)}, sizes {r['class_sizes']}, ARI by iteration: "
+        f"{traj}."
     )
 
 
