@@ -38,7 +38,8 @@ _LOWRES_EM_MAX_PARTICLES = 10000
 _LOWRES_EM_SUBSET_SEED = 20261122
 #: The candidates are *scored* on a smaller subset still (the kept one is refined on the larger
 #: one): 5 000 instead of 10 000 particles, ARI at N = 20 000 (seeds 0 / 1) SNR 0.05 0.8956 /
-#: 0.8958 (equal), SNR 0.01 0.5162 / 0.5155 vs 0.5164 / 0.5157; init 4.4-4.9 -> 3.4-4.0 s.
+#: 0.8958 (equal), SNR 0.01 0.5162 / 0.5155 vs 0.5164 / 0.5157; init (3 interleaved runs
+#: each) 5.32-5.98 -> 4.79-5.18 s.
 #: Refining on 5 000 as well cost 0.0013 at SNR 0.01 and is not done.
 _SCORE_MAX_PARTICLES = 5000
 #: Over-relaxation ω of the kept candidate's refinement: after two plain EM steps the volumes move
