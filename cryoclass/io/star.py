@@ -480,7 +480,7 @@ def _format_cells(col: pd.Series, float_format: str) -> list[str] | None:
 def star_text(blocks: dict[str, pd.DataFrame], float_format: str = "%.12g") -> str:
     """The text ``starfile.write(blocks, float_format=...)`` writes, with the loop rows
     formatted column by column instead of cell by cell through ``DataFrame.map`` and
-    ``to_csv`` (N = 20 000 particles, 30 columns: ~4× faster). starfile still writes every
+    ``to_csv`` (20 000 rows × 31 columns: 1.10 → 0.36 s). starfile still writes every
     header; a block with a column this cannot format goes through starfile whole (tested to be
     identical to starfile's output, ``tests/test_io_star_write.py``)."""
     from starfile.writer import StarWriter
