@@ -64,6 +64,17 @@ def _jacobi_eigh(a, u, K):  # pragma: no cover - jit
 
 
 @nb.njit(inline="always", nogil=True)
+def _forward_solve(L, B, X, K, transpose):  # pragma: no cover - jit
+    """``X = L⁻¹ B`` (or ``L⁻¹ Bᵀ``) for lower-triangular ``L``, column by column."""
+    for c in range(K):
+        for i in range(K):
+            e = B[c, i] if transpose else B[i, c]
+            for m in range(i):
+                e -= L[i, m] * X[m, c]
+            X[i, c] = e / L[i, i]
+
+
+@nb.njit(inline="always", nogil=True)
 def _shrink_voxel(Sp, Np, pi, pj, delta, power, out, v, K, S, L, T, U, y, z):  # pragma: no cover
     """``out[v] = W_v δ_v`` with the caller's scratch arrays (see :func:`joint_shrink_kernel`)."""
     P = pi.shape[0]
@@ -94,19 +105,8 @@ def _shrink_voxel(Sp, Np, pi, pj, delta, power, out, v, K, S, L, T, U, y, z):  #
             L[i, j] = e / d
         for i in range(j):
             L[i, j] = 0.0
-    # T = L⁻¹ S (forward substitution, column by column), then T ← L⁻¹ Tᵀ = L⁻¹ S L⁻ᵀ
-    for c in range(K):
-        for i in range(K):
-            e = S[i, c]
-            for m in range(i):
-                e -= L[i, m] * T[m, c]
-            T[i, c] = e / L[i, i]
-    for c in range(K):
-        for i in range(K):
-            e = T[c, i]
-            for m in range(i):
-                e -= L[i, m] * S[m, c]
-            S[i, c] = e / L[i, i]
+    _forward_solve(L, S, T, K, False)  # T = L⁻¹ S
+    _forward_solve(L, T, S, K, True)  # S ← L⁻¹ Tᵀ = L⁻¹ S L⁻ᵀ (S symmetric)
     for i in range(K):  # symmetrise against rounding
         for j in range(i + 1, K):
             h = 0.5 * (S[i, j] + S[j, i])
