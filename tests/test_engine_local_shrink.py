@@ -108,6 +108,7 @@ def test_numba_kernel_equals_array_code(K, monkeypatch):
     diffs = np.stack([_blob(rng.uniform(6, 18, 3), 2.0, rng.uniform(-1, 1)) for _ in range(K)])
     ch, halves, full = _maps(diffs, 0.2, seed=K)
     mask = (_blob((12, 12, 12), 6.0) > 0.05).astype(np.float32)
+    monkeypatch.delenv("CRYOCLASS_KERNEL_IMPL", raising=False)  # the Numba kernel
     fast = ls.local_shrink(full, ch, halves, mask, 2.0)
     monkeypatch.setenv("CRYOCLASS_KERNEL_IMPL", "xp")
     ref = ls.local_shrink(full, ch, halves, mask, 2.0)

@@ -255,20 +255,16 @@ class Driver:
             yield
         st.phase, st.iteration, st.stats = "fem", 0, None
 
+    def _e_step(self, idx: np.ndarray, force_hard: bool, progress: Any = None) -> Any:
+        """Posteriors of particles ``idx`` under the current volumes, no statistics."""
+        return em_pass(
+            self.prob, idx, self.effective_grid(), self.st.log_prior, self.wsig(), self.alpha(),
+            beta=0.0, force_hard=force_hard, stats=None, chunk_size=self.p.chunk_size,
+            check=self.check, progress=progress,
+        )  # fmt: skip
+
     def _tuned_beta(self, idx: np.ndarray) -> float:
-        res = em_pass(
-            self.prob,
-            idx,
-            self.effective_grid(),
-            self.st.log_prior,
-            self.wsig(),
-            self.alpha(),
-            beta=0.0,
-            force_hard=False,
-            stats=None,
-            chunk_size=self.p.chunk_size,
-            check=self.check,
-        )
+        res = self._e_step(idx, force_hard=False)
         return tune_class_similarity(
             res.ll, self.st.log_prior, self.p.target_class_ess_fraction * self.K
         )
@@ -392,15 +388,12 @@ class Driver:
     def _assign_all(self, idx: np.ndarray) -> None:
         """Posteriors, ESS and hard classes of every particle under the current volumes (an
         E-step without statistics): what the result reports when O-EM alone ran."""
-        p, st = self.p, self.st
-        res = em_pass(
-            self.prob, idx, self.effective_grid(), st.log_prior, self.wsig(), self.alpha(),
-            beta=0.0, force_hard=p.force_hard, stats=None, chunk_size=p.chunk_size,
-            check=self.check, progress=lambda d, n: self.emit(
-                Progress(phase="fem", done=d, total=n, time_s=self.now())
-            ),
-        )  # fmt: skip
-        st.r, st.ess, st.hard = res.r, res.ess, res.hard
+        res = self._e_step(
+            idx,
+            self.p.force_hard,
+            lambda d, n: self.emit(Progress(phase="fem", done=d, total=n, time_s=self.now())),
+        )
+        self.st.r, self.st.ess, self.st.hard = res.r, res.ess, res.hard
 
     # ------------------------------------------------------------------ reporting
     def _rms_change(self) -> float:
