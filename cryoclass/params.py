@@ -171,13 +171,13 @@ class ClassificationParams:
     )
     shrink_to_consensus: bool = _p(
         True,
-        "Regularise each class towards the consensus (prior mean = consensus, strength "
-        "from the FSC of class-minus-consensus half-maps) instead of towards zero. What is "
-        "reproducible about a class is its difference from the consensus; this removes most of "
-        "the noise from the class comparison.",
+        "Regularise each class towards the consensus instead of towards zero: a class is the "
+        "consensus plus its contrast against the pooled mean of all classes, regularised by "
+        "the FSC of the two half-set contrasts. What is reproducible about a class is its "
+        "difference from the others; this removes most of the noise from the class comparison.",
     )
     local_shrink_A: float = _p(
-        12.0,
+        10.0,
         "With shrink_to_consensus: also shrink the class differences voxel by voxel, by their "
         "local signal-to-noise in a Gaussian neighbourhood of this σ (Å), estimated from the "
         "half-maps, all classes jointly. Keeps a small real difference (a ligand) and removes "

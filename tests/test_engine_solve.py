@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cryoclass.core.slices import SliceGeometry, volumes_to_solution_grid
+from cryoclass.core.slices import SliceGeometry
 from cryoclass.engine.reconstruct import ClassStats, ConsensusPrior, reconstruct
 
 
@@ -30,9 +30,8 @@ def test_fused_solve_matches_array_code(monkeypatch, D, K, with_prior, tau_given
     tau = np.full((K, g.n_shells), 0.5) if tau_given else None
     prior = None
     if with_prior:
-        cons = rng.standard_normal((1, D, D, D)).astype(np.float32)
-        halves = rng.standard_normal((2, D, D, D)).astype(np.float32)
-        prior = ConsensusPrior(volumes_to_solution_grid(cons, g), halves)
+        cons = rng.standard_normal((D, D, D)).astype(np.float32)
+        prior = ConsensusPrior(cons, local_sigma_px=1.5)
     out = {}
     for impl in ("auto", "xp"):
         monkeypatch.setenv("CRYOCLASS_KERNEL_IMPL", impl)

@@ -1,9 +1,10 @@
 """Numba CPU twins of the M-step solve (see :mod:`cryoclass.engine.reconstruct`).
 
 The array code builds, per half-set, the Hermitian-folded numerator and weight grids, their
-shell means, the regularised solution ``(num + reg·prior) / (wgt + reg)`` and scatters it into
-the padded FFT layout — five passes over memory and as many temporaries. These kernels do the
-same in one pass each, straight from the interleaved accumulator ``acc (2, Z, Y, X, K, 3)``.
+shell means, the regularised solution ``num / (wgt + reg)`` (or each class's contrast against
+the pooled mean) and scatters it into the padded FFT layout — five passes over memory and as
+many temporaries. These kernels do the same in one pass each, straight from the interleaved
+accumulator ``acc (2, Z, Y, X, K, 3)``.
 ``hsel`` selects the half-set (0 or 1) or both summed (2). Grid conventions as in
 :class:`cryoclass.core.slices.SliceGeometry`: centre index ``off`` on z and y, ``x ≥ 0``; the
 ``x = 0`` plane is folded with its mirror ``(2·off − z, 2·off − y)``.
@@ -49,13 +50,14 @@ def shell_weight_sums_kernel(acc, hsel, grid_shell, n_shells, off, out):  # prag
 
 
 @nb.njit(parallel=True, cache=True, nogil=True)
-def solve_kernel(acc, hsel, reg, grid_shell, prior, use_prior, R, off, P, out):  # pragma: no cover
-    """Regularised solution into the padded rfftn layout, pre-multiplied by ``(−1)^(kz+ky+kx)``
-    so that ``irfftn`` returns the volume already ``fftshift``-ed.
+def solve_kernel(acc, hsel, reg, grid_shell, contrast, R, off, P, out):  # pragma: no cover
+    """Regularised solution ``num / (wgt + reg)`` into the padded rfftn layout, pre-multiplied
+    by ``(−1)^(kz+ky+kx)`` so that ``irfftn`` returns the volume already ``fftshift``-ed. With
+    ``contrast``: each class's contrast ``(num_k − wgt_k·c) / (wgt_k + reg_k)`` against the
+    pooled mean ``c = Σ_j num_j / Σ_j wgt_j`` of all classes at the voxel.
 
     ``reg (K, S)`` float32 per-shell regulariser (``inf``: drop the shell); voxels at shell ≥ S
-    are zero. ``prior (Z, Y, X, 1)`` complex64 prior mean (used when ``use_prior``).
-    ``out (K, P, P, P//2+1)`` complex64 must be zeroed by the caller.
+    are zero. ``out (K, P, P, P//2+1)`` complex64 must be zeroed by the caller.
     """
     K = acc.shape[4]
     S = reg.shape[1]
@@ -65,6 +67,9 @@ def solve_kernel(acc, hsel, reg, grid_shell, prior, use_prior, R, off, P, out): 
         kz = zz - R
         iz = kz % P
         zm = 2 * off - z
+        nr = np.empty(K, np.float32)
+        ni = np.empty(K, np.float32)
+        w = np.empty(K, np.float32)
         for yy in range(2 * R):
             y = off - R + yy
             ky = yy - R
@@ -75,23 +80,39 @@ def solve_kernel(acc, hsel, reg, grid_shell, prior, use_prior, R, off, P, out): 
                 if s >= S:
                     continue
                 sign = np.float32(1.0 - 2.0 * ((kz + ky + x) & 1))
+                mirror = x == 0 and 0 <= zm < Z and 0 <= ym < Y
+                for k in range(K):  # the Hermitian-folded statistics of every class
+                    nr[k] = _acc3(acc, hsel, z, y, x, k, 0)
+                    ni[k] = _acc3(acc, hsel, z, y, x, k, 1)
+                    w[k] = _acc3(acc, hsel, z, y, x, k, 2)
+                    if mirror:
+                        nr[k] += _acc3(acc, hsel, zm, ym, 0, k, 0)
+                        ni[k] -= _acc3(acc, hsel, zm, ym, 0, k, 1)
+                        w[k] += _acc3(acc, hsel, zm, ym, 0, k, 2)
+                cr = np.float32(0.0)
+                ci = np.float32(0.0)
+                if contrast:
+                    sr = np.float32(0.0)
+                    si = np.float32(0.0)
+                    sw = np.float32(0.0)
+                    for k in range(K):
+                        sr += nr[k]
+                        si += ni[k]
+                        sw += w[k]
+                    if sw > 0:
+                        cr = sr / sw
+                        ci = si / sw
                 for k in range(K):
                     r = reg[k, s]
                     if not np.isfinite(r):
                         continue
-                    nr = _acc3(acc, hsel, z, y, x, k, 0)
-                    ni = _acc3(acc, hsel, z, y, x, k, 1)
-                    w = _acc3(acc, hsel, z, y, x, k, 2)
-                    if x == 0 and 0 <= zm < Z and 0 <= ym < Y:
-                        nr += _acc3(acc, hsel, zm, ym, 0, k, 0)
-                        ni -= _acc3(acc, hsel, zm, ym, 0, k, 1)
-                        w += _acc3(acc, hsel, zm, ym, 0, k, 2)
-                    if use_prior:
-                        pv = prior[z, y, x, 0]
-                        nr += r * pv.real
-                        ni += r * pv.imag
-                    d = sign / (w + r)
-                    out[k, iz, iy, x] = complex(nr * d, ni * d)
+                    ar = nr[k]
+                    ai = ni[k]
+                    if contrast:
+                        ar -= w[k] * cr
+                        ai -= w[k] * ci
+                    d = sign / (w[k] + r)
+                    out[k, iz, iy, x] = complex(ar * d, ai * d)
 
 
 @nb.njit(parallel=True, cache=True, nogil=True)

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..backend import to_numpy
 from ..core.masks import auto_solvent_mask, spherical_mask
-from ..core.slices import volumes_to_grid, volumes_to_solution_grid
+from ..core.slices import volumes_to_grid
 from ..errors import InputFileError, ParameterError
 from ..events import ClassesReseeded, IterationFinished, PhaseStarted, Progress
 from ..params import ClassificationParams
@@ -318,8 +318,7 @@ class Driver:
         if self._prior is None:
             st = self.st
             self._prior = ConsensusPrior(
-                volumes_to_solution_grid(self.xp.asarray(st.consensus)[None], self.geom),
-                self.xp.asarray(st.consensus_halves),
+                self.xp.asarray(st.consensus),
                 local_sigma_px=self.p.local_shrink_A / self.prob.pixel_size_c_A,
             )
         return self._prior

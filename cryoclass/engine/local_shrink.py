@@ -17,7 +17,9 @@ filter would keep it because each class differs from the consensus there. Beyond
 The exponent ``p = 2`` shrinks harder than the MSE-optimal Wiener factor (p = 1): a spurious
 difference costs classification more than a slightly weakened real one. Measured on the
 simulator's 3-state set (N = 5 000, SNR 0.01; EM started from the true volumes): ARI 0.481
-without local shrinkage, 0.506 with p = 1, 0.513 with p = 2 (σ = 12 Å).
+without local shrinkage, 0.506 with p = 1, 0.513 with p = 2 (σ = 12 Å). The default σ is
+10 Å since the differences are class contrasts against the pooled mean (see
+:class:`cryoclass.engine.reconstruct.ConsensusPrior`; σ 8 / 10 / 12 / 14 Å measured there).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from .. import backend as _fft
 from ..backend import get_array_module
 from ..core.slices import _use_xp
 
-__all__ = ["MAX_JOINT_K", "gaussian_smooth", "local_shrink"]
+__all__ = ["MAX_JOINT_K", "gaussian_smooth", "local_shrink", "shrink_differences"]
 
 #: Above this many classes the differences are shrunk class by class (K×K per voxel is O(K³)).
 MAX_JOINT_K = 8
@@ -64,63 +66,77 @@ def local_shrink(
     and ``halves`` (two (K, D, D, D)) are the half-set maps; only voxels with ``mask > 0``
     are filtered (the rest is returned as given: the caller masks the result)."""
     xp = get_array_module(vols)
-    K = vols.shape[0]
     ch = xp.asarray(consensus_halves)
     cons = 0.5 * (ch[0] + ch[1])
-    d1 = halves[0] - ch[0][None]
-    d2 = halves[1] - ch[1][None]
+    d = [halves[h] - ch[h][None] for h in (0, 1)]
+    return (cons[None] + shrink_differences(vols - cons[None], d, mask, sigma_px, power)).astype(
+        np.float32
+    )
+
+
+def shrink_differences(
+    delta: Any,
+    half_deltas: list[Any],
+    mask: Any,
+    sigma_px: float,
+    power: float = SHRINK_POWER,
+) -> Any:
+    """The class differences ``delta`` (K, D, D, D) shrunk voxel by voxel by their local
+    signal-to-noise, estimated from the two half-set differences ``half_deltas`` (two
+    (K, D, D, D): signal from their product, noise from their difference; module docstring).
+    Voxels with ``mask = 0`` keep ``delta`` as given."""
+    xp = get_array_module(delta)
+    K = delta.shape[0]
+    d1, d2 = half_deltas
     dn = 0.5 * (d1 - d2)
     sel = xp.asarray(mask).ravel() > 0
-    delta = (vols - cons[None]).reshape(K, -1)[:, sel].T.astype(np.float64)  # (V, K)
+    dsel = delta.reshape(K, -1)[:, sel].T.astype(np.float64)  # (V, K)
     if K > MAX_JOINT_K:
         S = gaussian_smooth(d1 * d2, sigma_px).reshape(K, -1)[:, sel].T
         N = gaussian_smooth(dn * dn, sigma_px).reshape(K, -1)[:, sel].T
         lam = xp.maximum(S, 0) / xp.maximum(N, 1e-30)
-        out = delta * (lam / (1.0 + lam)) ** power
-    else:
-        pairs = [(i, j) for i in range(K) for j in range(i, K)]
-        Sp = gaussian_smooth(
-            xp.stack([0.5 * (d1[i] * d2[j] + d2[i] * d1[j]) for i, j in pairs]), sigma_px
-        ).reshape(len(pairs), -1)[:, sel]
-        Np = gaussian_smooth(xp.stack([dn[i] * dn[j] for i, j in pairs]), sigma_px).reshape(
-            len(pairs), -1
-        )[:, sel]
-        if not _use_xp("auto", xp):  # one Numba pass per voxel (same arithmetic, see below)
-            from ..core._shrink_numba import joint_shrink_kernel
+        return _assemble(delta, sel, dsel * (lam / (1.0 + lam)) ** power)
+    pairs = [(i, j) for i in range(K) for j in range(i, K)]
+    Sp = gaussian_smooth(
+        xp.stack([0.5 * (d1[i] * d2[j] + d2[i] * d1[j]) for i, j in pairs]), sigma_px
+    ).reshape(len(pairs), -1)[:, sel]
+    Np = gaussian_smooth(xp.stack([dn[i] * dn[j] for i, j in pairs]), sigma_px).reshape(
+        len(pairs), -1
+    )[:, sel]
+    if not _use_xp("auto", xp):  # one Numba pass per voxel (same arithmetic, see below)
+        from ..core._shrink_numba import joint_shrink_kernel
 
-            out = np.empty_like(delta)
-            pi = np.array([i for i, _ in pairs], np.int64)
-            pj = np.array([j for _, j in pairs], np.int64)
-            joint_shrink_kernel(
-                np.ascontiguousarray(Sp, np.float64),
-                np.ascontiguousarray(Np, np.float64),
-                pi, pj, np.ascontiguousarray(delta), float(power), out,
-            )  # fmt: skip
-            return _assemble(vols, cons, sel, out)
-        V = int(Sp.shape[1])
-        S = xp.zeros((V, K, K), np.float64)
-        N = xp.zeros((V, K, K), np.float64)
-        for n, (i, j) in enumerate(pairs):
-            S[:, i, j] = Sp[n]
-            S[:, j, i] = Sp[n]
-            N[:, i, j] = Np[n]
-            N[:, j, i] = Np[n]
-        ridge = 1e-6 * xp.trace(N, axis1=1, axis2=2) / K + 1e-30
-        N += ridge[:, None, None] * xp.eye(K)[None]
-        L = xp.linalg.cholesky(N)
-        Li = xp.linalg.inv(L)
-        lam, U = xp.linalg.eigh(Li @ S @ xp.swapaxes(Li, 1, 2))
-        lam = xp.maximum(lam, 0.0)
-        f = (lam / (1.0 + lam)) ** power
-        W = L @ U @ (f[:, :, None] * (xp.swapaxes(U, 1, 2) @ Li))
-        out = (W @ delta[:, :, None])[:, :, 0]
-    return _assemble(vols, cons, sel, out)
+        out = np.empty_like(dsel)
+        pi = np.array([i for i, _ in pairs], np.int64)
+        pj = np.array([j for _, j in pairs], np.int64)
+        joint_shrink_kernel(
+            np.ascontiguousarray(Sp, np.float64),
+            np.ascontiguousarray(Np, np.float64),
+            pi, pj, np.ascontiguousarray(dsel), float(power), out,
+        )  # fmt: skip
+        return _assemble(delta, sel, out)
+    V = int(Sp.shape[1])
+    S = xp.zeros((V, K, K), np.float64)
+    N = xp.zeros((V, K, K), np.float64)
+    for n, (i, j) in enumerate(pairs):
+        S[:, i, j] = Sp[n]
+        S[:, j, i] = Sp[n]
+        N[:, i, j] = Np[n]
+        N[:, j, i] = Np[n]
+    ridge = 1e-6 * xp.trace(N, axis1=1, axis2=2) / K + 1e-30
+    N += ridge[:, None, None] * xp.eye(K)[None]
+    L = xp.linalg.cholesky(N)
+    Li = xp.linalg.inv(L)
+    lam, U = xp.linalg.eigh(Li @ S @ xp.swapaxes(Li, 1, 2))
+    lam = xp.maximum(lam, 0.0)
+    f = (lam / (1.0 + lam)) ** power
+    W = L @ U @ (f[:, :, None] * (xp.swapaxes(U, 1, 2) @ Li))
+    return _assemble(delta, sel, (W @ dsel[:, :, None])[:, :, 0])
 
 
-def _assemble(vols: Any, cons: Any, sel: Any, out: Any) -> Any:
-    """The consensus plus the shrunk differences ``out`` (V, K) at the voxels ``sel``; the
-    other voxels keep their difference as given."""
-    K = vols.shape[0]
-    full = (vols - cons[None]).reshape(K, -1).copy()
+def _assemble(delta: Any, sel: Any, out: Any) -> Any:
+    """``delta`` with the shrunk values ``out`` (V, K) at the voxels ``sel``."""
+    K = delta.shape[0]
+    full = delta.reshape(K, -1).copy()
     full[:, sel] = out.T.astype(full.dtype)
-    return (cons[None] + full.reshape(vols.shape)).astype(np.float32)
+    return full.reshape(delta.shape).astype(np.float32)
