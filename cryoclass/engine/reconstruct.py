@@ -214,7 +214,8 @@ class ConsensusPrior:
     there survives. Against the pooled mean the contrast of identical classes is zero whatever
     their sizes (``tests/test_engine_contrast.py``). Measured at N = 5 000, SNR 0.01 (3
     datasets × 4 seeds, ARI): 0.5161 / 0.4867 / 0.5131 → 0.5236 / 0.4865 / 0.5156 (with the
-    local σ 12 Å), 0.5262 / 0.4877 / 0.5170 with σ 10 Å; no setting of the benchmark lower."""
+    local σ 12 Å, first array-code version), 0.5252 / 0.4896 / 0.5170 with σ 10 Å
+    (``benchmarks/RESULTS.md``); no setting of the benchmark lower."""
 
     volume: Any
     #: σ (voxels) of the local shrinkage of the class differences (0 = off; see
