@@ -156,8 +156,7 @@ class Driver:
             st.solvent_mask = to_numpy(solvent * sphere).astype(np.float32)
         else:
             st.solvent_mask = to_numpy(mask0).astype(np.float32)
-        rec = self._recon(stats, rec.tau2, st.solvent_mask, keep_halves=True)
-        st.consensus_halves = np.stack([to_numpy(h[0]) for h in rec.halves]).astype(np.float32)
+        rec = self._recon(stats, rec.tau2, st.solvent_mask)
         st.consensus = to_numpy(rec.volumes[0])
         st.consensus_fsc = rec.fsc[0]
         st.consensus_tau2 = rec.tau2

@@ -32,7 +32,7 @@ from .. import backend as _fft
 from ..backend import get_array_module
 from ..core.slices import _use_xp
 
-__all__ = ["MAX_JOINT_K", "gaussian_smooth", "local_shrink", "shrink_differences"]
+__all__ = ["MAX_JOINT_K", "gaussian_smooth", "shrink_differences"]
 
 #: Above this many classes the differences are shrunk class by class (K×K per voxel is O(K³)).
 MAX_JOINT_K = 8
@@ -51,27 +51,6 @@ def gaussian_smooth(v: Any, sigma_px: float) -> Any:
     g = xp.exp(np.float32(-2.0 * np.pi**2 * sigma_px**2) * r2).astype(np.float32)
     F = _fft.rfftn(v, axes=(-3, -2, -1))
     return _fft.irfftn(F * g, s=v.shape[-3:], axes=(-3, -2, -1)).astype(np.float32)
-
-
-def local_shrink(
-    vols: Any,
-    consensus_halves: Any,
-    halves: list[Any],
-    mask: Any,
-    sigma_px: float,
-    power: float = SHRINK_POWER,
-) -> Any:
-    """Shrink ``vols`` (K, D, D, D) towards the consensus, voxel by voxel, by the local
-    signal-to-noise of their differences (module docstring). ``consensus_halves`` (2, D, D, D)
-    and ``halves`` (two (K, D, D, D)) are the half-set maps; only voxels with ``mask > 0``
-    are filtered (the rest is returned as given: the caller masks the result)."""
-    xp = get_array_module(vols)
-    ch = xp.asarray(consensus_halves)
-    cons = 0.5 * (ch[0] + ch[1])
-    d = [halves[h] - ch[h][None] for h in (0, 1)]
-    return (cons[None] + shrink_differences(vols - cons[None], d, mask, sigma_px, power)).astype(
-        np.float32
-    )
 
 
 def shrink_differences(

@@ -119,7 +119,7 @@ def _solve(num: Any, wgt: Any, reg: np.ndarray, geom: SliceGeometry, contrast: b
     if contrast:
         wsum = wgt.sum(-1, keepdims=True)
         pooled = xp.where(wsum > 0, num.sum(-1, keepdims=True) / xp.maximum(wsum, 1e-30), 0)
-        out = (num - wgt * pooled) / (wgt + xp.where(finite, regg, 0))
+        out = (num - wgt * pooled) / (wgt + regg)
     else:
         out = num / (wgt + regg)
     out[~finite] = 0

@@ -32,7 +32,6 @@ _ARRAYS = (
     "sig2",
     "alpha",
     "consensus",
-    "consensus_halves",
     "consensus_fsc",
     "consensus_tau2",
     "solvent_mask",
@@ -60,7 +59,6 @@ class EMState:
     sig2: Any = None
     alpha: Any = None
     consensus: Any = None
-    consensus_halves: Any = None
     consensus_fsc: Any = None
     consensus_tau2: Any = None
     solvent_mask: Any = None
