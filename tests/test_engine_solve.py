@@ -69,3 +69,7 @@ def test_irfftn_crop_equals_full_transform_then_crop(P, D):
     s = P // 2 - D // 2
     full = irfftn(F, s=(P, P, P), axes=(1, 2, 3))[:, s : s + D, s : s + D, s : s + D]
     np.testing.assert_allclose(irfftn_crop(F, P, D), full, atol=1e-12 * np.abs(full).max() * P**3)
+    # overwrite: the same result from a scratch copy (which the first pass may consume)
+    scratch = F.astype(np.complex64)
+    want = irfftn_crop(F.astype(np.complex64), P, D)
+    np.testing.assert_array_equal(irfftn_crop(scratch, P, D, overwrite=True), want)

@@ -171,11 +171,42 @@ def spectrum_by_shell(F: Any, shell_idx: Any, n_shells: int) -> Any:
     return sums / xp.maximum(counts, 1.0)
 
 
-def fsc_fourier(F1: Any, F2: Any, shell_idx: Any | None = None, n_shells: int | None = None) -> Any:
+def _fsc_shell_sums(F1: Any, F2: Any, shell_idx: Any, n_shells: int, impl: str) -> tuple:
+    """Hermitian-weighted shell sums of ``Re(F₁ F₂*)``, ``|F₁|²``, ``|F₂|²``, each float64
+    ``(..., n_shells)``: one Numba pass for NumPy volumes (``impl='auto'``), else array code."""
+    from .slices import _use_xp
+
+    xp = get_array_module(F1, F2)
+    if shell_idx.ndim == 3 and not _use_xp(impl, xp):
+        from ._fsc_numba import fsc_sums_kernel
+
+        lead = F1.shape[:-3]
+        a = np.ascontiguousarray(F1).reshape((-1,) + F1.shape[-3:])
+        b = np.ascontiguousarray(F2).reshape((-1,) + F2.shape[-3:])
+        out = np.empty((a.shape[0], 3, n_shells))
+        sh = np.ascontiguousarray(shell_idx, dtype=np.int64)
+        fsc_sums_kernel(a, b, sh, n_shells, out)
+        return tuple(out[:, j].reshape(lead + (n_shells,)) for j in range(3))
+    a = F1.astype(xp.complex128, copy=False)
+    b = F2.astype(xp.complex128, copy=False)
+    num = shell_sum((a * b.conj()).real, shell_idx, n_shells)
+    p1 = shell_sum(a.real**2 + a.imag**2, shell_idx, n_shells)
+    p2 = shell_sum(b.real**2 + b.imag**2, shell_idx, n_shells)
+    return num, p1, p2
+
+
+def fsc_fourier(
+    F1: Any,
+    F2: Any,
+    shell_idx: Any | None = None,
+    n_shells: int | None = None,
+    impl: str = "auto",
+) -> Any:
     """FSC between ``rfft`` transforms ``(..., D, D, D//2+1)`` (or 2D ``(..., D, D//2+1)``).
 
     Returns float64 ``(..., n_shells)``; ``n_shells`` defaults to ``D // 2 + 1``. Shells where
-    either transform has no power get 0.
+    either transform has no power get 0. ``impl``: ``'auto'`` (a Numba pass for NumPy
+    volumes) or ``'xp'`` (the array code, as on the GPU).
     """
     xp = get_array_module(F1, F2)
     if F1.shape != F2.shape:
@@ -187,11 +218,7 @@ def fsc_fourier(F1: Any, F2: Any, shell_idx: Any | None = None, n_shells: int | 
             raise ValueError(f"not an rfftn volume transform: shape {F1.shape}")
     if n_shells is None:
         n_shells = n_shells_for(shell_idx.shape[0])
-    a = F1.astype(xp.complex128, copy=False)
-    b = F2.astype(xp.complex128, copy=False)
-    num = shell_sum((a * b.conj()).real, shell_idx, n_shells)
-    p1 = shell_sum(a.real**2 + a.imag**2, shell_idx, n_shells)
-    p2 = shell_sum(b.real**2 + b.imag**2, shell_idx, n_shells)
+    num, p1, p2 = _fsc_shell_sums(F1, F2, shell_idx, n_shells, impl)
     den = xp.sqrt(p1 * p2)
     ok = den > 0
     return xp.where(ok, num / xp.where(ok, den, 1.0), 0.0)
@@ -216,9 +243,11 @@ def _fsc_real(v1: Any, v2: Any, mask: Any, pixel_size_A: float, lead: int) -> tu
     if mask is not None:
         v1 = v1 * mask
         v2 = v2 * mask
+    # no ifftshift: a shift multiplies both transforms by the same phase, which cancels in
+    # F₁ F₂* and |F|² (the FSC is that of the centred maps to rounding)
     axes = (-3, -2, -1)
-    F1 = _fft.rfftn(xp.fft.ifftshift(v1, axes=axes), axes=axes)
-    F2 = _fft.rfftn(xp.fft.ifftshift(v2, axes=axes), axes=axes)
+    F1 = _fft.rfftn(v1, axes=axes)
+    F2 = _fft.rfftn(v2, axes=axes)
     return freq, fsc_fourier(F1, F2, shell_index(D, xp), n_shells_for(D))
 
 

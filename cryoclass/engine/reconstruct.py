@@ -184,7 +184,7 @@ def _solve_volumes(
         P,
         F,
     )
-    out = _fft.irfftn_crop(F, P, Dc)  # already fftshift-ed (see the kernel)
+    out = _fft.irfftn_crop(F, P, Dc, overwrite=True)  # already fftshift-ed (see the kernel)
     return (out / _gridding_apodisation(Dc, P, np)).astype(np.float32)
 
 
