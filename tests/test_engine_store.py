@@ -78,7 +78,9 @@ def test_streamed_job_equals_in_memory_job(ds, tmp_path):
     b = cryoclass.Classification(ds.particles, p, cache_dir=str(tmp_path)).run()
     assert isinstance(b, cryoclass.ClassificationResult)
     np.testing.assert_array_equal(a.hard, b.hard)
-    np.testing.assert_array_equal(a.posteriors, b.posteriors)
+    # in memory the passes visit particles in viewing-direction order, streamed in file order:
+    # the statistics are the same sums in another order (float32 rounding)
+    np.testing.assert_allclose(a.posteriors, b.posteriors, atol=1e-4)
 
 
 def test_memory_limit(ds, tmp_path):

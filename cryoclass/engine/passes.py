@@ -3,7 +3,9 @@
 A pass takes a set of particle indices, the current class grids and priors, and for each chunk
 computes the K log-likelihoods (fused kernel), the posteriors (with class similarity / hard), and
 scatters the responsibility-weighted particles into the class statistics — one read of the
-particle data per pass.
+particle data per pass. In-memory CPU passes visit the particles in viewing-direction order
+(:func:`view_order`: consecutive slices then hit the same cached voxels of the class grids);
+per-particle outputs come back in the caller's order.
 
 Device residency: on the GPU (``xp = cupy``) the particle rows, class grid, responsibilities and
 per-particle outputs stay on the device for the whole pass; per-particle outputs are copied to the
@@ -31,6 +33,7 @@ from ..core.slices import backproject_weighted, loglik, slice_stats, volumes_to_
 from .em import responsibilities
 from .problem import Problem, row_selector
 from .reconstruct import ClassStats
+from .store import ArrayStore
 
 __all__ = [
     "PassResult",
@@ -51,6 +54,31 @@ def _remote(prob: Problem) -> Any:
 def chunks(idx: Any, size: int) -> Iterator[Any]:
     for s in range(0, len(idx), size):
         yield idx[s : s + size]
+
+
+def view_order(A: Any) -> np.ndarray:
+    """Positions that sort rotations ``A (n, 3, 3)`` by the plane of their central slice: the
+    plane normal (third row, up to sign) in ``⌈√(n/4)⌉`` polar bands, each band by azimuth,
+    alternately forwards and backwards. Consecutive particles then read and write nearly the
+    same voxels of the class grids — the slice kernels are bound by those gathers and scatters
+    (box 48, K = 3: E-step + back-projection of 20 000 particles ≈ 20 % faster than in file
+    order; ``benchmarks/RESULTS.md``)."""
+    nrm = np.asarray(to_numpy(A), np.float64)[:, 2, :]
+    nrm = np.where(nrm[:, 2:3] < 0, -nrm, nrm)  # a plane's normal is defined up to sign
+    theta = np.arccos(np.clip(nrm[:, 2], -1.0, 1.0))
+    phi = np.arctan2(nrm[:, 1], nrm[:, 0])
+    nb = max(1, int(np.ceil(np.sqrt(len(nrm) / 4))))
+    band = np.minimum((theta * (2 / np.pi) * nb).astype(np.int64), nb - 1)
+    return np.lexsort((np.where(band % 2 == 0, phi, -phi), band))
+
+
+def _processing_order(prob: Problem, idx: np.ndarray) -> np.ndarray | None:
+    """Positions into ``idx`` in the order a pass should process them (see :func:`view_order`),
+    or None to keep ``idx``'s order: on-disk, remote and GPU stores read rows in index order
+    (the disk cache streams sorted rows; the GPU's caches were not measured)."""
+    if len(idx) < 2 or prob.xp is not np or not isinstance(prob.store, ArrayStore):
+        return None
+    return view_order(prob.A[np.asarray(idx)])
 
 
 @dataclass
@@ -104,7 +132,9 @@ def em_pass(
     mass: Any = None if stats is None else xp.asarray(stats.mass, dtype=np.float64)
     lp = xp.asarray(log_prior, dtype=np.float64)
     pos = 0
-    for c in chunks(idx, chunk_size):
+    order = _processing_order(prob, idx)
+    todo = np.asarray(idx) if order is None else np.asarray(idx)[order]
+    for c in chunks(todo, chunk_size):
         if check is not None:
             check()
         ci = row_selector(c, xp)
@@ -119,7 +149,9 @@ def em_pass(
                 A, X, C, al, wsig, r * np.float32(weight), half, prob.geom, stats.acc
             )
             mass = mass + weight * r.astype(np.float64).sum(0)
-        sl = slice(pos, pos + len(c))
+        sl: Any = slice(pos, pos + len(c))
+        if order is not None:  # back to the caller's order
+            sl = xp.asarray(order[sl])
         out_r[sl], out_ll[sl], out_ess[sl], out_hard[sl], out_ev[sl] = r, ll, ess, hard, ev
         pos += len(c)
         if progress is not None:
@@ -155,6 +187,9 @@ def hard_pass(
     xp = get_array_module(stats.acc)
     K = stats.K
     labels = np.asarray(labels, np.int64)
+    order = _processing_order(prob, idx)
+    if order is not None:
+        idx, labels = np.asarray(idx)[order], labels[order]
     for c, lab in zip(chunks(idx, chunk_size), chunks(labels, chunk_size)):
         if check is not None:
             check()
