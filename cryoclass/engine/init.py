@@ -24,7 +24,7 @@ from ..core.masks import resample_mask
 from ..core.slices import backproject_weighted, loglik, volumes_to_grid
 from ..errors import InputFileError
 from .em import responsibilities
-from .passes import chunks, em_pass, hard_pass
+from .passes import _processing_order, chunks, em_pass, hard_pass
 from .problem import Problem, lowres_problem, row_selector, subset_problem
 from .reconstruct import ClassStats, reconstruct
 
@@ -211,7 +211,9 @@ def _grouped_pass(
     out = np.empty((len(idx), G))
     pos = 0
     mass = np.zeros(G * K)
-    for c in chunks(idx, chunk_size):
+    order = _processing_order(lp, idx)  # viewing-direction order (see passes.view_order)
+    todo = np.asarray(idx) if order is None else np.asarray(idx)[order]
+    for c in chunks(todo, chunk_size):
         if check is not None:
             check()
         ci = row_selector(c, xp)
@@ -219,10 +221,11 @@ def _grouped_pass(
         al = alpha[ci]
         ll = loglik(grid, A, X, C, al, wsig_l, lp.geom)
         rs = []
+        rows = slice(pos, pos + len(c)) if order is None else order[pos : pos + len(c)]
         for g in range(G):
             r, _, _, ev = responsibilities(ll[:, g * K : (g + 1) * K], log_prior[g])
             rs.append(r)
-            out[pos : pos + len(c), g] = to_numpy(ev)
+            out[rows, g] = to_numpy(ev)
         if stats is not None:
             r = xp.concatenate(rs, axis=1)
             backproject_weighted(A, X, C, al, wsig_l, r, half, lp.geom, stats.acc)

@@ -228,7 +228,9 @@ def stats_pass(
         return ex.stats_pass(prob, consensus, chunk_size, check)
     grid = volumes_to_grid(consensus[None], prob.geom)
     outs = [np.empty((prob.n, prob.geom.n_shells)) for _ in range(3)]
-    for c in chunks(np.arange(prob.n), chunk_size):
+    idx = np.arange(prob.n)
+    order = _processing_order(prob, idx)
+    for c in chunks(idx if order is None else order, chunk_size):
         if check is not None:
             check()
         A, X, C, _ = prob.take(c)
