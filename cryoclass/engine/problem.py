@@ -90,8 +90,9 @@ class Problem:
         return np.arange(self.geom.n_shells) / (self.box_c * self.pixel_size_c_A)
 
     def take(self, idx: Any) -> tuple[Any, Any, Any, Any]:
-        """``(A, X, C, half)`` rows for particle indices ``idx`` (sorted, or a slice); a
-        contiguous range gives views of the stored rows (no copy)."""
+        """``(A, X, C, half)`` rows for particle indices ``idx`` (a slice, or an index array:
+        sorted for on-disk stores, any order in memory); a contiguous range gives views of the
+        stored rows (no copy)."""
         sel = row_selector(idx, self.xp)
         if isinstance(sel, slice):
             X, C = self.store.rows(sel.start, sel.stop)
