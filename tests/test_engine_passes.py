@@ -73,15 +73,3 @@ def test_em_pass_outputs_follow_the_callers_order(setup, monkeypatch):
     scale = np.abs(s_plain.acc).max()
     np.testing.assert_allclose(s_full.acc, s_plain.acc, atol=1e-5 * scale)
     np.testing.assert_allclose(s_full.mass, s_plain.mass, rtol=1e-10)
-
-
-def test_hard_pass_keeps_labels_with_their_particles(setup, monkeypatch):
-    prob, _, wsig, alpha = setup
-    lab = np.arange(prob.n) % 3
-    a = ClassStats.zeros(prob.geom, 3)
-    passes.hard_pass(prob, np.arange(prob.n), lab, a, wsig, alpha, chunk_size=64)
-    monkeypatch.setattr(passes, "_processing_order", lambda prob, idx: None)
-    b = ClassStats.zeros(prob.geom, 3)
-    passes.hard_pass(prob, np.arange(prob.n), lab, b, wsig, alpha, chunk_size=64)
-    np.testing.assert_allclose(a.acc, b.acc, atol=1e-5 * np.abs(b.acc).max())
-    np.testing.assert_array_equal(a.mass, b.mass)
