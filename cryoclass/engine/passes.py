@@ -61,7 +61,7 @@ def view_order(A: Any) -> np.ndarray:
     plane normal (third row, up to sign) in ``⌈√(n/4)⌉`` polar bands, each band by azimuth,
     alternately forwards and backwards. Consecutive particles then read and write nearly the
     same voxels of the class grids — the slice kernels are bound by those gathers and scatters
-    (box 48, K = 3, N = 20 000: O-EM and F-EM ≈ 30–40 % faster than in file order;
+    (box 48, K = 3, N = 20 000: O-EM and F-EM ≈ 25–40 % faster than in file order;
     ``benchmarks/RESULTS.md``)."""
     nrm = np.asarray(to_numpy(A), np.float64)[:, 2, :]
     nrm = np.where(nrm[:, 2:3] < 0, -nrm, nrm)  # a plane's normal is defined up to sign
