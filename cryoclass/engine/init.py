@@ -24,7 +24,7 @@ from ..core.masks import resample_mask
 from ..core.slices import backproject_weighted, loglik, volumes_to_grid
 from ..errors import InputFileError
 from .em import responsibilities
-from .passes import _processing_order, chunks, em_pass, hard_pass
+from .passes import _in_processing_order, chunks, em_pass, hard_pass
 from .problem import Problem, lowres_problem, row_selector, subset_problem
 from .reconstruct import ClassStats, reconstruct
 
@@ -211,8 +211,7 @@ def _grouped_pass(
     out = np.empty((len(idx), G))
     pos = 0
     mass = np.zeros(G * K)
-    order = _processing_order(lp, idx)  # viewing-direction order (see passes.view_order)
-    todo = np.asarray(idx) if order is None else np.asarray(idx)[order]
+    todo, order = _in_processing_order(lp, idx)  # viewing-direction order (passes.view_order)
     for c in chunks(todo, chunk_size):
         if check is not None:
             check()

@@ -83,6 +83,13 @@ def _processing_order(prob: Problem, idx: np.ndarray) -> np.ndarray | None:
     return view_order(prob.A[np.asarray(idx)])
 
 
+def _in_processing_order(prob: Problem, idx: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(idx in processing order, the positions used)``: see :func:`_processing_order`."""
+    idx = np.asarray(idx)
+    order = _processing_order(prob, idx)
+    return (idx if order is None else idx[order]), order
+
+
 @dataclass
 class PassResult:
     """Per-particle outputs of an E-step pass over ``idx`` (NumPy arrays)."""
@@ -134,8 +141,7 @@ def em_pass(
     mass: Any = None if stats is None else xp.asarray(stats.mass, dtype=np.float64)
     lp = xp.asarray(log_prior, dtype=np.float64)
     pos = 0
-    order = _processing_order(prob, idx)
-    todo = np.asarray(idx) if order is None else np.asarray(idx)[order]
+    todo, order = _in_processing_order(prob, idx)
     for c in chunks(todo, chunk_size):
         if check is not None:
             check()
@@ -230,9 +236,8 @@ def stats_pass(
         return ex.stats_pass(prob, consensus, chunk_size, check)
     grid = volumes_to_grid(consensus[None], prob.geom)
     outs = [np.empty((prob.n, prob.geom.n_shells)) for _ in range(3)]
-    idx = np.arange(prob.n)
-    order = _processing_order(prob, idx)
-    for c in chunks(idx if order is None else order, chunk_size):
+    todo, _ = _in_processing_order(prob, np.arange(prob.n))
+    for c in chunks(todo, chunk_size):
         if check is not None:
             check()
         A, X, C, _ = prob.take(c)
