@@ -193,17 +193,64 @@ def test_fused_loglik_equals_unfused_computation():
     np.testing.assert_allclose(fused, S.loglik(grid, A, X, C, al, ws, geom, impl="xp"), rtol=1e-5)
 
 
-def test_fused_backprojection_equals_array_code():
+def _responsibilities(kind, n, K, rng):
+    if kind == "soft":  # every class active: the kernel's blocks of three classes
+        return rng.dirichlet(np.ones(K), n).astype(np.float32)
+    if kind == "hard":  # one class per particle: the class-by-class path
+        r = np.zeros((n, K), np.float32)
+        r[np.arange(n), rng.integers(0, K, n)] = 1.0
+        return r
+    # "peaked": many classes below rmin = 1e-2 — blocks with inactive members, and particles
+    # with too few active classes for blocks
+    return rng.dirichlet(np.full(K, 0.3), n).astype(np.float32)
+
+
+@pytest.mark.parametrize("K", [1, 3, 4, 7])
+@pytest.mark.parametrize("kind", ["soft", "hard", "peaked"])
+def test_fused_backprojection_equals_array_code(K, kind):
     geom, vols, grid, A, X, C, al, ws = _engine_inputs(seed=1)
     rng = np.random.default_rng(5)
-    r = rng.dirichlet(np.ones(3), len(A)).astype(np.float32)
+    r = _responsibilities(kind, len(A), K, rng)
     half = rng.integers(0, 2, len(A))
+    rmin = 1e-2 if kind == "peaked" else 0.0
     out = []
     for impl in ("numba", "xp"):
-        acc = S.new_accumulator(geom, 3)
-        S.backproject_weighted(A, X, C, al, ws, r, half, geom, acc, rmin=0.0, impl=impl)
+        acc = S.new_accumulator(geom, K)
+        S.backproject_weighted(A, X, C, al, ws, r, half, geom, acc, rmin=rmin, impl=impl)
         out.append(acc)
+    assert np.abs(out[1]).max() > 0
     np.testing.assert_allclose(out[0], out[1], rtol=1e-4, atol=1e-4 * np.abs(out[1]).max())
+
+
+@pytest.mark.parametrize("K", [3, 7])
+def test_backprojection_class_blocks_split_across_tasks_agree(K):
+    """The kernel's class blocks per task (``nblocks``: how many threads share a half-set)
+    change who writes what, never the sums: 1, 2 and K blocks give the same accumulator."""
+    from cryoclass.core._slice_numba import backproject_kernel_slp
+
+    geom, vols, grid, A, X, C, al, ws = _engine_inputs(seed=2)
+    A, X, C, al, ws = S._prep(A, X, C, al, ws, np)
+    rng = np.random.default_rng(6)
+    r = _responsibilities("soft", len(A), K, rng)
+    half = rng.integers(0, 2, len(A)).astype(np.int64)
+    out = []
+    for nblocks in (1, 2, K):
+        acc = S.new_accumulator(geom, K)
+        backproject_kernel_slp(
+            A, geom.kx, geom.ky, ws, X, C, al, r, half, np.float32(geom.pad), geom.off,
+            np.float32(0.0), acc.reshape(2, -1), acc.shape[2], acc.shape[3], nblocks,
+        )  # fmt: skip
+        out.append(acc)
+    for acc in out[1:]:
+        np.testing.assert_allclose(acc, out[0], rtol=1e-6, atol=1e-6 * np.abs(out[0]).max())
+
+
+def test_backprojection_refuses_a_non_contiguous_accumulator():
+    geom, vols, grid, A, X, C, al, ws = _engine_inputs()
+    r = np.full((len(A), 3), 1 / 3, np.float32)
+    acc = S.new_accumulator(geom, 6)[..., ::2, :]  # a strided view: a flat copy would lose sums
+    with pytest.raises(ValueError, match="C-contiguous"):
+        S.backproject_weighted(A, X, C, al, ws, r, np.zeros(len(A), int), geom, acc)
 
 
 def test_slice_stats_match_loglik():

@@ -11,6 +11,8 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from ._numba_compile import slp_vectorised
+
 
 @nb.njit(inline="always", fastmath=True, nogil=True)
 def _corners(a00, a01, a02, a10, a11, a12, fx, fy, off):  # pragma: no cover - jit
@@ -99,24 +101,42 @@ def loglik_kernel(grid, A, kx, ky, wsig, X, C, alpha, pad, off, out):  # pragma:
 
 @nb.njit(parallel=True, fastmath=True, cache=True, nogil=True)
 def backproject_kernel(
-    A, kx, ky, wsig, X, C, alpha, r, half, pad, off, rmin, acc, nblocks
+    A, kx, ky, wsig, X, C, alpha, r, half, pad, off, rmin, accf, ny, nx, nblocks
 ):  # pragma: no cover - jit
     """acc[h, q, k] += r_ik · (Re, Im of α C X wsig, α² C² wsig)  (trilinear scatter).
 
-    ``acc`` is float32 ``(2, Z, Y, X, K, 3)``: numerator and weight interleaved so one corner's
-    K classes are one contiguous run. Parallel over (half-set, block of classes) pairs: each
-    task owns half ``h`` and classes ``k0:k1``, so no two threads write the same memory and no
-    thread needs a copy of the grids; the half-sets split the work evenly even for K = 1.
+    ``accf`` is the float32 accumulator ``(2, Z, Y, X, K, 3)`` flattened to ``(2, Z·Y·X·K·3)``
+    (``ny = Y``, ``nx = X``): numerator and weight interleaved so one corner's K classes are one
+    contiguous run. Parallel over (half-set, block of classes) pairs: each task owns half ``h``
+    and classes ``k0:k1``, so no two threads write the same memory and no thread needs a copy
+    of the grids; the half-sets split the work evenly even for K = 1.
+
+    Where at least half of a task's classes are active (``r ≥ rmin``; soft assignments), classes
+    go in blocks of three: 9 contiguous floats per corner, written as straight-line code that
+    LLVM's SLP vectoriser turns into vector adds (compile with :func:`._numba_compile.
+    slp_vectorised`); an inactive class in a block adds 0. The rest, and sparse particles (hard
+    assignments), go class by class. Sums are the same, in the same order, either way.
     """
     n = X.shape[0]
     M = kx.shape[0]
     K = r.shape[1]
+    K3 = 3 * K
+    # flat offsets of the 7 other corners from (z0, y0, x0)
+    ox = np.uint64(K3)
+    oy = np.uint64(nx * K3)
+    oz = np.uint64(ny * nx * K3)
+    oyx = oy + ox
+    ozx = oz + ox
+    ozy = oz + oy
+    ozyx = oz + oy + ox
     for task in nb.prange(2 * nblocks):
         hb = task % 2
         b = task // 2
         k0 = b * K // nblocks
         k1 = (b + 1) * K // nblocks
-        act = np.empty(max(k1 - k0, 1), np.int64)  # this particle's classes with r ≥ rmin
+        nk = k1 - k0
+        act = np.empty(max(nk, 1), np.int64)  # this particle's classes with r ≥ rmin
+        g = accf[hb]
         for i in range(n):
             if half[i] != hb:
                 continue
@@ -127,7 +147,8 @@ def backproject_kernel(
                     nact += 1
             if nact == 0:
                 continue
-            h = half[i]
+            # classes k0 .. k0 + nblk - 1 in blocks of 3, the rest one by one
+            nblk = (nk // 3) * 3 if 2 * nact >= nk else 0
             a00 = A[i, 0, 0] * pad
             a01 = A[i, 0, 1] * pad
             a02 = A[i, 0, 2] * pad
@@ -135,7 +156,6 @@ def backproject_kernel(
             a11 = A[i, 1, 1] * pad
             a12 = A[i, 1, 2] * pad
             al = alpha[i]
-            g = acc[h]
             for m in range(M):
                 z0, y0, x0, sgn, w000, w001, w010, w011, w100, w101, w110, w111 = _corners(
                     a00, a01, a02, a10, a11, a12, kx[m], ky[m], off
@@ -145,27 +165,68 @@ def backproject_kernel(
                 dr = X[i, m].real * c * ws
                 di = X[i, m].imag * c * ws * sgn
                 wv = c * c * ws
+                base = np.uint64(((z0 * ny + y0) * nx + x0) * K3)
+                for kb in range(k0, k0 + nblk, 3):
+                    r0 = _active(r[i, kb], rmin)
+                    r1 = _active(r[i, kb + 1], rmin)
+                    r2 = _active(r[i, kb + 2], rmin)
+                    c0, c1, c2 = r0 * dr, r0 * di, r0 * wv
+                    c3, c4, c5 = r1 * dr, r1 * di, r1 * wv
+                    c6, c7, c8 = r2 * dr, r2 * di, r2 * wv
+                    p = base + np.uint64(3 * kb)
+                    _add9(g, p, w000, c0, c1, c2, c3, c4, c5, c6, c7, c8)
+                    _add9(g, p + ox, w001, c0, c1, c2, c3, c4, c5, c6, c7, c8)
+                    _add9(g, p + oy, w010, c0, c1, c2, c3, c4, c5, c6, c7, c8)
+                    _add9(g, p + oyx, w011, c0, c1, c2, c3, c4, c5, c6, c7, c8)
+                    _add9(g, p + oz, w100, c0, c1, c2, c3, c4, c5, c6, c7, c8)
+                    _add9(g, p + ozx, w101, c0, c1, c2, c3, c4, c5, c6, c7, c8)
+                    _add9(g, p + ozy, w110, c0, c1, c2, c3, c4, c5, c6, c7, c8)
+                    _add9(g, p + ozyx, w111, c0, c1, c2, c3, c4, c5, c6, c7, c8)
                 for a in range(nact):
                     k = act[a]
+                    if k < k0 + nblk:  # done in a block
+                        continue
                     rk = r[i, k]
                     vr = rk * dr
                     vi = rk * di
                     vw = rk * wv
-                    _add3(g, z0, y0, x0, k, w000, vr, vi, vw)
-                    _add3(g, z0, y0, x0 + 1, k, w001, vr, vi, vw)
-                    _add3(g, z0, y0 + 1, x0, k, w010, vr, vi, vw)
-                    _add3(g, z0, y0 + 1, x0 + 1, k, w011, vr, vi, vw)
-                    _add3(g, z0 + 1, y0, x0, k, w100, vr, vi, vw)
-                    _add3(g, z0 + 1, y0, x0 + 1, k, w101, vr, vi, vw)
-                    _add3(g, z0 + 1, y0 + 1, x0, k, w110, vr, vi, vw)
-                    _add3(g, z0 + 1, y0 + 1, x0 + 1, k, w111, vr, vi, vw)
+                    p = base + np.uint64(3 * k)
+                    _add3(g, p, w000, vr, vi, vw)
+                    _add3(g, p + ox, w001, vr, vi, vw)
+                    _add3(g, p + oy, w010, vr, vi, vw)
+                    _add3(g, p + oyx, w011, vr, vi, vw)
+                    _add3(g, p + oz, w100, vr, vi, vw)
+                    _add3(g, p + ozx, w101, vr, vi, vw)
+                    _add3(g, p + ozy, w110, vr, vi, vw)
+                    _add3(g, p + ozyx, w111, vr, vi, vw)
 
 
 @nb.njit(inline="always", fastmath=True, nogil=True)
-def _add3(g, z, y, x, k, w, vr, vi, vw):  # pragma: no cover - jit
-    g[z, y, x, k, 0] += w * vr
-    g[z, y, x, k, 1] += w * vi
-    g[z, y, x, k, 2] += w * vw
+def _active(rk, rmin):  # pragma: no cover - jit
+    """``rk`` if the class is active (``rk ≥ rmin``), else 0 (a block adds nothing for it)."""
+    return rk if rk >= rmin else np.float32(0.0)
+
+
+@nb.njit(inline="always", fastmath=True, nogil=True)
+def _add3(g, p, w, vr, vi, vw):  # pragma: no cover - jit
+    g[p] += w * vr
+    g[p + np.uint64(1)] += w * vi
+    g[p + np.uint64(2)] += w * vw
+
+
+@nb.njit(inline="always", fastmath=True, nogil=True)
+def _add9(g, p, w, c0, c1, c2, c3, c4, c5, c6, c7, c8):  # pragma: no cover - jit
+    """Nine contiguous accumulator floats (three classes × Re, Im, W) += w · c (straight-line
+    code on consecutive addresses: one vector add once SLP-vectorised)."""
+    g[p] += w * c0
+    g[p + np.uint64(1)] += w * c1
+    g[p + np.uint64(2)] += w * c2
+    g[p + np.uint64(3)] += w * c3
+    g[p + np.uint64(4)] += w * c4
+    g[p + np.uint64(5)] += w * c5
+    g[p + np.uint64(6)] += w * c6
+    g[p + np.uint64(7)] += w * c7
+    g[p + np.uint64(8)] += w * c8
 
 
 @nb.njit(parallel=True, fastmath=True, cache=True, nogil=True)
@@ -206,3 +267,7 @@ def slice_stats_kernel(grid, A, kx, ky, shell, X, C, pad, off, sxx, sxp, spp):  
             sxx[i, s] += wt * (xr * xr + xi * xi)
             sxp[i, s] += wt * (xr * pr + xi * pim)
             spp[i, s] += wt * (pr * pr + pim * pim)
+
+
+#: the back-projection as called: compiled with LLVM's SLP vectoriser (see _numba_compile)
+backproject_kernel_slp = slp_vectorised(backproject_kernel)

@@ -391,11 +391,13 @@ def backproject_weighted(
         return
     import numba
 
-    from ._slice_numba import backproject_kernel
+    from ._slice_numba import backproject_kernel_slp
 
+    if not acc.flags.c_contiguous:  # the kernel writes a flat view: a copy would lose the sums
+        raise ValueError("backproject_weighted: the accumulator must be C-contiguous")
     # tasks = 2 half-sets × nblocks class blocks (see backproject_kernel)
     nblocks = max(1, min(r.shape[1], -(-numba.get_num_threads() // 2)))
-    backproject_kernel(
+    backproject_kernel_slp(
         A,
         geom.kx,
         geom.ky,
@@ -408,7 +410,9 @@ def backproject_weighted(
         np.float32(geom.pad),
         geom.off,
         np.float32(rmin),
-        acc,
+        acc.reshape(2, -1),
+        acc.shape[2],
+        acc.shape[3],
         nblocks,
     )
 

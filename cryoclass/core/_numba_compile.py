@@ -1,0 +1,43 @@
+"""Per-kernel LLVM options for Numba: compile one kernel with the SLP vectoriser on.
+
+Numba turns LLVM's superword-level-parallelism (SLP) vectoriser off by default, process-wide
+(``NUMBA_SLP_VECTORIZE=0``, after miscompilations were reported in 2023, numba/numba#8852).
+Straight-line code on consecutive addresses — the back-projection's nine contiguous floats per
+grid corner — becomes vector adds only with it: the back-projection of 1 000 particles into
+three classes at the 48³ box (pad 2) takes 14 ms with it and 37–40 ms without (see
+``benchmarks/RESULTS.md``). It is switched on for the kernels wrapped here, only while they
+compile (under Numba's compiler lock, so no other function compiles meanwhile), not for the
+rest of the process: the log-likelihood gather, for one, ran slower with it. The kernels'
+results are checked against the array-code twins by the test suite (``tests/test_core_slices*``)
+whichever way they were compiled.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["slp_vectorised"]
+
+
+def slp_vectorised(dispatcher: Any) -> Callable[..., Any]:
+    """Wrap a Numba dispatcher so that its compilations (first call per type signature, and
+    the on-disk cache entry it writes) use the SLP vectoriser; later calls go straight to it."""
+    from numba.core import config
+    from numba.core.compiler_lock import global_compiler_lock
+
+    @functools.wraps(dispatcher.py_func)
+    def kernel(*args: Any) -> Any:
+        if dispatcher.overloads:  # compiled or loaded from the cache already
+            return dispatcher(*args)
+        with global_compiler_lock:
+            before = config.SLP_VECTORIZE
+            config.SLP_VECTORIZE = 1
+            try:
+                return dispatcher(*args)
+            finally:
+                config.SLP_VECTORIZE = before
+
+    kernel.dispatcher = dispatcher  # type: ignore[attr-defined]
+    return kernel
