@@ -4,7 +4,8 @@ Numba turns LLVM's superword-level-parallelism (SLP) vectoriser off by default, 
 (``NUMBA_SLP_VECTORIZE=0``, after miscompilations were reported in 2023, numba/numba#8852).
 Straight-line code on consecutive addresses — the back-projection's nine contiguous floats per
 grid corner — becomes vector adds only with it: the back-projection of 1 000 particles into
-three classes at the 48³ box (pad 2) takes 14 ms with it and 37–40 ms without (see
+three classes at the 48³ box (pad 2; views in viewing-direction order) took 16 ms with it and
+25 ms without, in one process, interleaved (the class-by-class kernel before it: 37–40 ms; see
 ``benchmarks/RESULTS.md``). It is switched on for the kernels wrapped here, only while they
 compile (under Numba's compiler lock, so no other function compiles meanwhile), not for the
 rest of the process: the log-likelihood gather, for one, ran slower with it. The kernels'
@@ -24,8 +25,10 @@ __all__ = ["slp_vectorised"]
 def slp_vectorised(dispatcher: Any) -> Callable[..., Any]:
     """Wrap a Numba dispatcher so that its compilations (first call per type signature, and
     the on-disk cache entry it writes) use the SLP vectoriser; later calls go straight to it."""
-    from numba.core import config
+    from numba.core import config as _config
     from numba.core.compiler_lock import global_compiler_lock
+
+    config: Any = _config  # its attributes are made at run time from the environment
 
     @functools.wraps(dispatcher.py_func)
     def kernel(*args: Any) -> Any:
