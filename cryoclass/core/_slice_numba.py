@@ -115,7 +115,8 @@ def backproject_kernel(
     go in blocks of three: 9 contiguous floats per corner, written as straight-line code that
     LLVM's SLP vectoriser turns into vector adds (compile with :func:`._numba_compile.
     slp_vectorised`); an inactive class in a block adds 0. The rest, and sparse particles (hard
-    assignments), go class by class. Sums are the same, in the same order, either way.
+    assignments), go class by class; a single class (K = 1, the consensus) writes corners x0
+    and x0 + 1 as one run of six. Sums are the same, in the same order, either way.
     """
     n = X.shape[0]
     M = kx.shape[0]
@@ -166,6 +167,16 @@ def backproject_kernel(
                 di = X[i, m].imag * c * ws * sgn
                 wv = c * c * ws
                 base = np.uint64(((z0 * ny + y0) * nx + x0) * K3)
+                if K == 1:  # one class: corners x0 and x0 + 1 are 6 contiguous floats
+                    rk = r[i, 0]
+                    vr = rk * dr
+                    vi = rk * di
+                    vw = rk * wv
+                    _add3x2(g, base, w000, w001, vr, vi, vw)
+                    _add3x2(g, base + oy, w010, w011, vr, vi, vw)
+                    _add3x2(g, base + oz, w100, w101, vr, vi, vw)
+                    _add3x2(g, base + ozy, w110, w111, vr, vi, vw)
+                    continue
                 for kb in range(k0, k0 + nblk, 3):
                     r0 = _active(r[i, kb], rmin)
                     r1 = _active(r[i, kb + 1], rmin)
@@ -212,6 +223,17 @@ def _add3(g, p, w, vr, vi, vw):  # pragma: no cover - jit
     g[p] += w * vr
     g[p + np.uint64(1)] += w * vi
     g[p + np.uint64(2)] += w * vw
+
+
+@nb.njit(inline="always", fastmath=True, nogil=True)
+def _add3x2(g, p, w0, w1, vr, vi, vw):  # pragma: no cover - jit
+    """One class (K = 1): the (Re, Im, W) of corners x0 and x0 + 1, six contiguous floats."""
+    g[p] += w0 * vr
+    g[p + np.uint64(1)] += w0 * vi
+    g[p + np.uint64(2)] += w0 * vw
+    g[p + np.uint64(3)] += w1 * vr
+    g[p + np.uint64(4)] += w1 * vi
+    g[p + np.uint64(5)] += w1 * vw
 
 
 @nb.njit(inline="always", fastmath=True, nogil=True)
