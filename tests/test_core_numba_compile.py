@@ -38,3 +38,12 @@ def test_slp_is_on_only_while_the_wrapped_kernel_compiles(monkeypatch):
     seen.clear()
     axpy(1.0, np.ones(5), y)  # compiled: straight to the kernel, nothing recompiled
     assert seen == [] and y[0] == 1.0
+
+
+def test_a_plain_function_passes_through():
+    """With ``NUMBA_DISABLE_JIT=1`` ``numba.njit`` returns the Python function itself."""
+
+    def f(x):
+        return x + 1
+
+    assert slp_vectorised(f) is f

@@ -24,7 +24,10 @@ __all__ = ["slp_vectorised"]
 
 def slp_vectorised(dispatcher: Any) -> Callable[..., Any]:
     """Wrap a Numba dispatcher so that its compilations (first call per type signature, and
-    the on-disk cache entry it writes) use the SLP vectoriser; later calls go straight to it."""
+    the on-disk cache entry it writes) use the SLP vectoriser; later calls go straight to it.
+    Under ``NUMBA_DISABLE_JIT=1`` the "dispatcher" is the plain Python function: returned as is."""
+    if not hasattr(dispatcher, "overloads"):
+        return dispatcher
     from numba.core import config as _config
     from numba.core.compiler_lock import global_compiler_lock
 
