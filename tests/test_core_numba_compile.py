@@ -20,8 +20,12 @@ def test_slp_is_on_only_while_the_wrapped_kernel_compiles(monkeypatch):
 
     from numba.core import codegen
 
-    real = codegen.CPUCodegen._pass_builder
-    monkeypatch.setattr(codegen.CPUCodegen, "_pass_builder", spy)
+    # the new pass manager's builder (Numba ≥ 0.61), else the legacy one
+    name = (
+        "_pass_builder" if hasattr(codegen.CPUCodegen, "_pass_builder") else "_pass_manager_builder"
+    )
+    real = getattr(codegen.CPUCodegen, name)
+    monkeypatch.setattr(codegen.CPUCodegen, name, spy)
     monkeypatch.setattr(config, "SLP_VECTORIZE", 0)
 
     @slp_vectorised
