@@ -261,3 +261,28 @@ def test_slice_stats_match_loglik():
     ws = geom.weight / sig2[geom.shell]
     ll = S.loglik(grid, A, X, C, np.ones(len(A)), ws, geom)[:, 0]
     np.testing.assert_allclose(-0.5 * ((sxx - 2 * sxp + spp) / sig2).sum(1), ll, rtol=1e-4)
+
+
+def test_slp_back_projection_is_verified_and_falls_back_when_wrong(monkeypatch):
+    """The SLP-compiled kernel is checked once per process against the array code; where it
+    disagrees (a miscompilation), the kernel compiled without SLP is used, with a warning."""
+    from cryoclass.core import _slice_numba as SN
+
+    assert S._backproject_agrees(SN.backproject_kernel_slp, 4, False)
+    plain = SN.backproject_kernel_plain()
+    assert plain is not SN.backproject_kernel_slp
+    assert S._backproject_agrees(plain, 4, False) and S._backproject_agrees(plain, 1, False)
+
+    def wrong(*a):  # what a miscompilation could do: every sum 1 % off
+        SN.backproject_kernel_slp(*a)
+        a[12][...] *= np.float32(1.01)  # a[12]: the flat accumulator
+
+    assert not S._backproject_agrees(wrong, 4, False)
+    monkeypatch.setattr(S, "_backproject_agrees", lambda kernel, K, hard: False)
+    monkeypatch.setattr(SN, "backproject_kernel_plain", lambda: plain)
+    S._verified_backproject_kernel.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="disagrees with the array code"):
+            assert S._verified_backproject_kernel() is plain
+    finally:
+        S._verified_backproject_kernel.cache_clear()

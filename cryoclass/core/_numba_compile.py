@@ -8,9 +8,11 @@ three classes at the 48³ box (pad 2; views in viewing-direction order) took 16 
 25 ms without, in one process, interleaved (the class-by-class kernel before it: 37–40 ms; see
 ``benchmarks/RESULTS.md``). It is switched on for the kernels wrapped here, only while they
 compile (under Numba's compiler lock, so no other function compiles meanwhile), not for the
-rest of the process: the log-likelihood gather, for one, ran slower with it. The kernels'
-results are checked against the array-code twins by the test suite (``tests/test_core_slices*``)
-whichever way they were compiled.
+rest of the process: the log-likelihood gather, for one, ran slower with it. The kernel's
+results are checked against its array-code twin by the test suite (``tests/test_core_slices.py``)
+and, once per process, on a tiny problem before first use
+(:func:`cryoclass.core.slices._verified_backproject_kernel`: a disagreement — a miscompilation on
+that CPU — switches to the kernel compiled without SLP, with a warning).
 """
 
 from __future__ import annotations

@@ -291,5 +291,11 @@ def slice_stats_kernel(grid, A, kx, ky, shell, X, C, pad, off, sxx, sxp, spp):  
             spp[i, s] += wt * (pr * pr + pim * pim)
 
 
-#: the back-projection as called: compiled with LLVM's SLP vectoriser (see _numba_compile)
+#: the back-projection as called: compiled with LLVM's SLP vectoriser (see _numba_compile;
+#: checked against the array code once per process, ``slices._verified_backproject_kernel``)
 backproject_kernel_slp = slp_vectorised(backproject_kernel)
+
+
+def backproject_kernel_plain():  # pragma: no cover - only where the SLP compile is wrong
+    """The same kernel compiled without SLP (not cached on disk: the cache holds the SLP one)."""
+    return nb.njit(parallel=True, fastmath=True, nogil=True)(backproject_kernel.py_func)

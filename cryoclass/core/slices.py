@@ -33,6 +33,7 @@ True
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from functools import cached_property
@@ -362,6 +363,61 @@ def loglik(
     return out
 
 
+def _backproject_agrees(kernel: Any, K: int, one_hot: bool) -> bool:
+    """Whether ``kernel`` (a Numba back-projection) equals the array code on a tiny random
+    problem with K classes (soft or one-hot responsibilities)."""
+    rng = np.random.default_rng(K)
+    geom, n = SliceGeometry(8, 2), 12
+    q = rng.normal(size=(n, 4))
+    w, x, y, z = (q / np.linalg.norm(q, axis=1, keepdims=True)).T  # random rotations
+    A = np.ascontiguousarray(
+        np.stack(
+            [
+                [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+            ]
+        ).transpose(2, 0, 1),
+        dtype=np.float32,
+    )
+    X = (rng.normal(size=(n, geom.M)) + 1j * rng.normal(size=(n, geom.M))).astype(np.complex64)
+    C = rng.uniform(-1, 1, (n, geom.M)).astype(np.float32)
+    al = rng.uniform(0.5, 2, n).astype(np.float32)
+    ws = rng.uniform(0.5, 2, geom.M).astype(np.float32)
+    r = rng.dirichlet(np.ones(K), n).astype(np.float32)
+    if one_hot:
+        r = (r == r.max(1, keepdims=True)).astype(np.float32)
+    half = (np.arange(n) % 2).astype(np.int64)
+    ref, got = new_accumulator(geom, K), new_accumulator(geom, K)
+    _backproject_xp(A, X, C, al, ws, r, half, geom, ref, 1e-4)
+    kernel(A, geom.kx, geom.ky, ws, X, C, al, r, half, np.float32(geom.pad), geom.off,
+           np.float32(1e-4), got.reshape(2, -1), got.shape[2], got.shape[3], 1)  # fmt: skip
+    return bool(np.allclose(got, ref, rtol=1e-4, atol=1e-4 * float(np.abs(ref).max())))
+
+
+@functools.lru_cache(maxsize=1)
+def _verified_backproject_kernel() -> Any:
+    """The Numba back-projection compiled with LLVM's SLP vectoriser, which Numba keeps off by
+    default after miscompilations (numba#8852): checked once per process against the array code
+    on a tiny problem through each of its paths (one class, blocks of three plus a remainder,
+    one-hot). If it disagrees, the same kernel compiled without SLP is used, with a warning —
+    slower, never silently wrong."""
+    from ._slice_numba import backproject_kernel_plain, backproject_kernel_slp
+
+    cases = ((1, False), (4, False), (4, True))
+    if all(_backproject_agrees(backproject_kernel_slp, K, hard) for K, hard in cases):
+        return backproject_kernel_slp
+    import warnings
+
+    warnings.warn(
+        "cryoclass: the SLP-vectorised back-projection kernel disagrees with the array code on "
+        "this CPU; using the kernel compiled without SLP (correct, slower)",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+    return backproject_kernel_plain()
+
+
 def backproject_weighted(
     A: Any,
     X: Any,
@@ -391,13 +447,11 @@ def backproject_weighted(
         return
     import numba
 
-    from ._slice_numba import backproject_kernel_slp
-
     if not acc.flags.c_contiguous:  # the kernel writes a flat view: a copy would lose the sums
         raise ValueError("backproject_weighted: the accumulator must be C-contiguous")
     # tasks = 2 half-sets × nblocks class blocks (see backproject_kernel)
     nblocks = max(1, min(r.shape[1], -(-numba.get_num_threads() // 2)))
-    backproject_kernel_slp(
+    _verified_backproject_kernel()(
         A,
         geom.kx,
         geom.ky,
