@@ -296,6 +296,7 @@ def slice_stats_kernel(grid, A, kx, ky, shell, X, C, pad, off, sxx, sxp, spp):  
 backproject_kernel_slp = slp_vectorised(backproject_kernel)
 
 
-def backproject_kernel_plain():  # pragma: no cover - only where the SLP compile is wrong
-    """The same kernel compiled without SLP (not cached on disk: the cache holds the SLP one)."""
+def backproject_kernel_plain():
+    """The same kernel compiled without SLP, for where the SLP compile is wrong (not cached on
+    disk: the cache holds the SLP one)."""
     return nb.njit(parallel=True, fastmath=True, nogil=True)(backproject_kernel.py_func)

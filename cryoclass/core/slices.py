@@ -366,20 +366,11 @@ def loglik(
 def _backproject_agrees(kernel: Any, K: int, one_hot: bool) -> bool:
     """Whether ``kernel`` (a Numba back-projection) equals the array code on a tiny random
     problem with K classes (soft or one-hot responsibilities)."""
+    from scipy.spatial.transform import Rotation  # loaded with SciPy's k-means already
+
     rng = np.random.default_rng(K)
     geom, n = SliceGeometry(8, 2), 12
-    q = rng.normal(size=(n, 4))
-    w, x, y, z = (q / np.linalg.norm(q, axis=1, keepdims=True)).T  # random rotations
-    A = np.ascontiguousarray(
-        np.stack(
-            [
-                [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-                [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-                [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-            ]
-        ).transpose(2, 0, 1),
-        dtype=np.float32,
-    )
+    A = Rotation.random(n, random_state=K).as_matrix().astype(np.float32)
     X = (rng.normal(size=(n, geom.M)) + 1j * rng.normal(size=(n, geom.M))).astype(np.complex64)
     C = rng.uniform(-1, 1, (n, geom.M)).astype(np.float32)
     al = rng.uniform(0.5, 2, n).astype(np.float32)
