@@ -1,14 +1,19 @@
-"""The per-kernel SLP switch: on while the wrapped kernel compiles, restored afterwards. It spies
-on Numba's pass builder, the internal that reads the switch: if a Numba release moves it, this
-fails, where the wrapper itself would only silently stop vectorising."""
+"""The per-kernel LLVM options (SLP switch, forced vector width): on while the wrapped kernel
+compiles, restored afterwards. The SLP test spies on Numba's pass builder, the internal that
+reads the switch: if a Numba release moves it, this fails, where the wrapper itself would only
+silently stop vectorising. The width test reads the generated machine code."""
 
 from __future__ import annotations
 
+import platform
+
 import numba
 import numpy as np
+import pytest
 from numba.core import config
 
-from cryoclass.core._numba_compile import slp_vectorised
+from cryoclass.core import _numba_compile as NC
+from cryoclass.core._numba_compile import slp_vectorised, vector_width
 
 
 def test_slp_is_on_only_while_the_wrapped_kernel_compiles(monkeypatch):
@@ -51,3 +56,51 @@ def test_a_plain_function_passes_through():
         return x + 1
 
     assert slp_vectorised(f) is f
+
+
+def _sum_squares(x):
+    s = 0.0
+    for i in range(x.size):
+        s += np.float64(x[i] * x[i])
+    return s
+
+
+def _widest_vector_lanes(dispatcher):
+    """Lanes of float32 the compiled code adds at once, read from its x86 assembly (zmm: 16,
+    ymm: 8, xmm: 4); 1 when it has no packed single-precision multiply."""
+    import re
+
+    asm = "\n".join(dispatcher.inspect_asm().values())
+    regs = re.findall(r"vmulps\s+%?([xyz])mm", asm)
+    return max(({"x": 4, "y": 8, "z": 16}[r] for r in regs), default=1)
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="reads x86 assembly")
+def test_forced_vector_width_applies_to_the_wrapped_kernel_only():
+    """A float64 sum of float32 squares: the cost model picks at most 8 float32 lanes (one
+    256-bit float64 register, or scalar code); forced to 16 it uses zmm registers. A kernel
+    compiled afterwards gets the default again."""
+    x = np.arange(1000, dtype=np.float32)
+    plain = numba.njit(fastmath=True)(_sum_squares)
+    wide = vector_width(16)(numba.njit(fastmath=True)(_sum_squares))
+    after = numba.njit(fastmath=True)(_sum_squares)
+    ref = float(np.sum(x.astype(np.float64) ** 2))
+    assert plain(x) == pytest.approx(ref) and wide(x) == pytest.approx(ref)
+    assert after(x) == pytest.approx(ref)
+    default = _widest_vector_lanes(plain)
+    if default >= 16 or not numba.config.ENABLE_AVX:
+        pytest.skip(f"this CPU's default is already {default} lanes (or no AVX)")
+    assert _widest_vector_lanes(wide.dispatcher) == 16
+    assert _widest_vector_lanes(after) == default
+
+
+def test_vectoriser_remarks_are_dropped_and_other_stderr_kept(capfd):
+    """LLVM's 'loop not vectorized' remarks (C-level stderr) are filtered while a kernel
+    compiles with a forced width; anything else written to stderr meanwhile gets through."""
+    import os
+
+    with NC._without_vectoriser_remarks(active=True):
+        os.write(2, b"remark: <unknown>:0:0: loop not vectorized: call instruction\n")
+        os.write(2, b"a real message\n")
+    err = capfd.readouterr().err
+    assert "a real message" in err and "loop not vectorized" not in err

@@ -193,6 +193,21 @@ def test_fused_loglik_equals_unfused_computation():
     np.testing.assert_allclose(fused, S.loglik(grid, A, X, C, al, ws, geom, impl="xp"), rtol=1e-5)
 
 
+@pytest.mark.parametrize("K", [1, 2, 3, 4, 5, 9])
+def test_loglik_class_blocks_equal_array_code(K):
+    """The kernel's class blocks of 4, 3, 2 and 1 (K = 9: 4 + 4 + 1; 5: 4 + 1; …), each its own
+    pixel-vectorised loop, give the array code's log-likelihoods; each class its own column
+    (a block reading its neighbour's values would mix columns)."""
+    geom, vols, grid, A, X, C, al, ws = _engine_inputs(D=20, K=K, seed=3)
+    fused = S.loglik(grid, A, X, C, al, ws, geom, impl="numba")
+    ref = S.loglik(grid, A, X, C, al, ws, geom, impl="xp")
+    np.testing.assert_allclose(fused, ref, rtol=1e-5)
+    if K > 1:  # neighbouring columns differ well beyond the tolerance: a mix-up would show
+        assert np.abs(np.diff(ref, axis=1)).max(axis=0).min() > 1e-2 * np.abs(ref).max()
+    one = S.loglik(grid[..., K - 1 :], A, X, C, al, ws, geom, impl="numba")
+    np.testing.assert_allclose(fused[:, K - 1], one[:, 0], rtol=1e-6)
+
+
 def _responsibilities(kind, n, K, rng):
     if kind == "soft":  # every class active: the kernel's blocks of three classes
         return rng.dirichlet(np.ones(K), n).astype(np.float32)
@@ -282,7 +297,37 @@ def test_slp_back_projection_is_verified_and_falls_back_when_wrong(monkeypatch):
     monkeypatch.setattr(SN, "backproject_kernel_plain", lambda: plain)
     S._verified_backproject_kernel.cache_clear()
     try:
-        with pytest.warns(RuntimeWarning, match="disagrees with the array code"):
+        with pytest.warns(RuntimeWarning, match="back-projection kernel disagrees"):
             assert S._verified_backproject_kernel() is plain
     finally:
         S._verified_backproject_kernel.cache_clear()
+
+
+def test_vectorised_loglik_is_verified_and_falls_back_when_wrong(monkeypatch):
+    """The 8-lane kernel is checked once per process against the array code through each block
+    size; where it disagrees (a miscompilation), the default-width kernel is used, with a
+    warning."""
+    from cryoclass.core import _slice_numba as SN
+
+    assert all(S._loglik_agrees(SN.loglik_kernel_wide, K) for K in (1, 6, 7))
+    plain = SN.loglik_kernel_plain()
+    assert plain is not SN.loglik_kernel_wide
+    assert S._loglik_agrees(plain, 3)
+
+    right = SN.loglik_kernel_wide
+
+    def wrong(*a):  # a miscompilation of one block size: class 2 of 4 is 0.1 % off
+        right(*a)
+        out = a[-1]
+        if out.shape[1] >= 3:
+            out[:, 2] *= 1.001
+
+    assert S._loglik_agrees(wrong, 1) and not S._loglik_agrees(wrong, 6)
+    monkeypatch.setattr(SN, "loglik_kernel_wide", wrong)
+    monkeypatch.setattr(SN, "loglik_kernel_plain", lambda: plain)
+    S._verified_loglik_kernel.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="log-likelihood kernel disagrees"):
+            assert S._verified_loglik_kernel() is plain
+    finally:
+        S._verified_loglik_kernel.cache_clear()

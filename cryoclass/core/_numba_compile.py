@@ -1,4 +1,5 @@
-"""Per-kernel LLVM options for Numba: compile one kernel with the SLP vectoriser on.
+"""Per-kernel LLVM options for Numba: compile one kernel with the SLP vectoriser on, or with the
+loop vectoriser's width forced.
 
 Numba turns LLVM's superword-level-parallelism (SLP) vectoriser off by default, process-wide
 (``NUMBA_SLP_VECTORIZE=0``, after miscompilations were reported in 2023, numba/numba#8852).
@@ -6,46 +7,112 @@ Straight-line code on consecutive addresses — the back-projection's nine conti
 grid corner — becomes vector adds only with it: the back-projection of 1 000 particles into
 three classes at the 48³ box (pad 2; views in viewing-direction order) took 16 ms with it and
 25 ms without, in one process, interleaved (the class-by-class kernel before it: 37–40 ms; see
-``benchmarks/RESULTS.md``). It is switched on for the kernels wrapped here, only while they
-compile (under Numba's compiler lock, so no other function compiles meanwhile), not for the
-rest of the process: the log-likelihood gather, for one, ran slower with it. The kernel's
-results are checked against its array-code twin by the test suite (``tests/test_core_slices.py``)
-and, once per process, on a tiny problem before first use
-(:func:`cryoclass.core.slices._verified_backproject_kernel`: a disagreement — a miscompilation on
-that CPU — switches to the kernel compiled without SLP, with a warning).
+``benchmarks/RESULTS.md``). The log-likelihood gather ran slower with it.
+
+The log-likelihood gather is vectorised by the *loop* vectoriser instead (over disc pixels,
+with gathers). Its cost model picks 4 lanes there (float64 sums cap it at one 256-bit register)
+where 8 ran 1.4× faster (48³, K = 3, 1 000 particles: 12.4 vs 17.7 ms), so that kernel is
+compiled with LLVM's ``-force-vector-width=8``. The width changes results only by float64
+rounding (lanes are pixels: each lane sums its share of a particle's pixels in float64).
+
+Both options are switched on for the kernels wrapped here, only while they compile (under
+Numba's compiler lock, so no other function compiles meanwhile), not for the rest of the
+process. The kernels' results are checked against their array-code twins by the test suite
+(``tests/test_core_slices.py``) and, once per process, on a tiny problem before first use
+(:func:`cryoclass.core.slices._verified_kernel`: a disagreement — a miscompilation on that CPU —
+switches to the kernel compiled without the option, with a warning).
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["slp_vectorised"]
+__all__ = ["compiled_with", "slp_vectorised", "vector_width"]
 
 
-def slp_vectorised(dispatcher: Any) -> Callable[..., Any]:
-    """Wrap a Numba dispatcher so that its compilations (first call per type signature, and
-    the on-disk cache entry it writes) use the SLP vectoriser; later calls go straight to it.
-    Under ``NUMBA_DISABLE_JIT=1`` the "dispatcher" is the plain Python function: returned as is."""
-    if not hasattr(dispatcher, "overloads"):
-        return dispatcher
+@contextmanager
+def _llvm_options(slp: bool, width: int) -> Iterator[None]:
+    """Within: Numba's SLP switch on (``slp``) and LLVM's loop-vectoriser width forced to
+    ``width`` (0: the cost model's choice, LLVM's default). Restored on exit."""
     from numba.core import config as _config
-    from numba.core.compiler_lock import global_compiler_lock
 
     config: Any = _config  # its attributes are made at run time from the environment
+    before = config.SLP_VECTORIZE
+    if slp:
+        config.SLP_VECTORIZE = 1
+    if width:
+        import llvmlite.binding as llvm
+
+        llvm.set_option("", f"-force-vector-width={int(width)}")
+    try:
+        with _without_vectoriser_remarks(active=bool(width)):
+            yield
+    finally:
+        config.SLP_VECTORIZE = before
+        if width:
+            llvm.set_option("", "-force-vector-width=0")
+
+
+@contextmanager
+def _without_vectoriser_remarks(active: bool) -> Iterator[None]:
+    """With a forced width LLVM prints ``remark: … loop not vectorized: …`` to the C-level
+    stderr for each loop it cannot vectorise (the outer loops): catch the process's stderr
+    meanwhile and pass on everything but those lines."""
+    if not active:
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no usable stderr: nothing to filter
+        yield
+        return
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            text = tmp.read().decode(errors="replace")
+            kept = [ln for ln in text.splitlines(True) if "loop not vectorized" not in ln]
+            if kept:
+                sys.stderr.write("".join(kept))
+
+
+def compiled_with(dispatcher: Any, *, slp: bool = False, width: int = 0) -> Callable[..., Any]:
+    """Wrap a Numba dispatcher so that its compilations (first call per type signature, and
+    the on-disk cache entry it writes) use the given LLVM options (:func:`_llvm_options`);
+    later calls go straight to it. Under ``NUMBA_DISABLE_JIT=1`` the "dispatcher" is the plain
+    Python function: returned as is."""
+    if not hasattr(dispatcher, "overloads"):
+        return dispatcher
+    from numba.core.compiler_lock import global_compiler_lock
 
     @functools.wraps(dispatcher.py_func)
     def kernel(*args: Any) -> Any:
         if dispatcher.overloads:  # compiled or loaded from the cache already
             return dispatcher(*args)
-        with global_compiler_lock:
-            before = config.SLP_VECTORIZE
-            config.SLP_VECTORIZE = 1
-            try:
-                return dispatcher(*args)
-            finally:
-                config.SLP_VECTORIZE = before
+        with global_compiler_lock, _llvm_options(slp, width):
+            return dispatcher(*args)
 
     kernel.dispatcher = dispatcher  # type: ignore[attr-defined]
     return kernel
+
+
+def slp_vectorised(dispatcher: Any) -> Callable[..., Any]:
+    """:func:`compiled_with` the SLP vectoriser on."""
+    return compiled_with(dispatcher, slp=True)
+
+
+def vector_width(width: int) -> Callable[[Any], Callable[..., Any]]:
+    """Decorator: :func:`compiled_with` the loop-vectoriser width forced to ``width`` lanes."""
+    return functools.partial(compiled_with, width=width)

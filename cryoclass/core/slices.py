@@ -356,16 +356,21 @@ def loglik(
     A, X, C, alpha, wsig = _prep(A, X, C, alpha, wsig, xp)
     if _use_xp(impl, xp):
         return _loglik_xp(grid, A, X, C, alpha, wsig, geom)
-    from ._slice_numba import loglik_kernel
-
     out = np.empty((X.shape[0], grid.shape[-1]), np.float64)
-    loglik_kernel(grid, A, geom.kx, geom.ky, wsig, X, C, alpha, np.float32(geom.pad), geom.off, out)
+    _loglik_numba(_verified_loglik_kernel(), grid, A, X, C, alpha, wsig, geom, out)
     return out
 
 
-def _backproject_agrees(kernel: Any, K: int, one_hot: bool) -> bool:
-    """Whether ``kernel`` (a Numba back-projection) equals the array code on a tiny random
-    problem with K classes (soft or one-hot responsibilities)."""
+def _loglik_numba(kernel, grid, A, X, C, alpha, wsig, geom, out) -> None:
+    """Call the Numba log-likelihood ``kernel`` (its flat ``uint64`` view of the grid)."""
+    g = np.ascontiguousarray(grid, dtype=np.complex64)
+    gq = g.view(np.uint64).reshape(-1)
+    kernel(gq, g.shape[3], g.shape[1], g.shape[2], A, geom.kx, geom.ky, wsig, X, C, alpha,
+           np.float32(geom.pad), geom.off, out)  # fmt: skip
+
+
+def _tiny_problem(K: int) -> tuple:
+    """A tiny random problem (8³ box, 12 particles) for the once-per-process kernel checks."""
     from scipy.spatial.transform import Rotation  # loaded with SciPy's k-means already
 
     rng = np.random.default_rng(K)
@@ -375,6 +380,56 @@ def _backproject_agrees(kernel: Any, K: int, one_hot: bool) -> bool:
     C = rng.uniform(-1, 1, (n, geom.M)).astype(np.float32)
     al = rng.uniform(0.5, 2, n).astype(np.float32)
     ws = rng.uniform(0.5, 2, geom.M).astype(np.float32)
+    return rng, geom, A, X, C, al, ws
+
+
+def _loglik_agrees(kernel: Any, K: int) -> bool:
+    """Whether ``kernel`` (a Numba log-likelihood) equals the array code on a tiny random
+    problem with K classes."""
+    rng, geom, A, X, C, al, ws = _tiny_problem(K)
+    vols = rng.normal(size=(K, geom.Dc, geom.Dc, geom.Dc)).astype(np.float32)
+    grid = volumes_to_grid(vols, geom)
+    ref = _loglik_xp(grid, A, X, C, al, ws, geom)
+    got = np.empty_like(ref)
+    _loglik_numba(kernel, grid, A, X, C, al, ws, geom, got)
+    return bool(np.allclose(got, ref, rtol=1e-5, atol=1e-6 * float(np.abs(ref).max())))
+
+
+def _verified_kernel(wide: Any, plain: Any, agrees: Any, what: str) -> Any:
+    """``wide`` (a kernel compiled with an LLVM option Numba does not use by default) if
+    ``agrees(wide)``, else — a miscompilation on this CPU — ``plain()``, with a warning:
+    slower, never silently wrong."""
+    if agrees(wide):
+        return wide
+    import warnings
+
+    warnings.warn(
+        f"cryoclass: the vectorised {what} kernel disagrees with the array code on this CPU; "
+        "using the kernel compiled with Numba's default options (correct, slower)",
+        RuntimeWarning,
+        stacklevel=4,
+    )
+    return plain()
+
+
+@functools.lru_cache(maxsize=1)
+def _verified_loglik_kernel() -> Any:
+    """The Numba log-likelihood compiled with 8-lane loop vectorisation (``_numba_compile``),
+    checked once per process against the array code through each of its class-block sizes
+    (K = 7: blocks of 4 and 3; K = 6: 4 and 2; K = 1)."""
+    from ._slice_numba import loglik_kernel_plain, loglik_kernel_wide
+
+    def agrees(kernel: Any) -> bool:
+        return all(_loglik_agrees(kernel, K) for K in (1, 6, 7))
+
+    return _verified_kernel(loglik_kernel_wide, loglik_kernel_plain, agrees, "log-likelihood")
+
+
+def _backproject_agrees(kernel: Any, K: int, one_hot: bool) -> bool:
+    """Whether ``kernel`` (a Numba back-projection) equals the array code on a tiny random
+    problem with K classes (soft or one-hot responsibilities)."""
+    rng, geom, A, X, C, al, ws = _tiny_problem(K)
+    n = len(A)
     r = rng.dirichlet(np.ones(K), n).astype(np.float32)
     if one_hot:
         r = (r == r.max(1, keepdims=True)).astype(np.float32)
@@ -391,22 +446,15 @@ def _verified_backproject_kernel() -> Any:
     """The Numba back-projection compiled with LLVM's SLP vectoriser, which Numba keeps off by
     default after miscompilations (numba#8852): checked once per process against the array code
     on a tiny problem through each of its paths (one class, blocks of three plus a remainder,
-    one-hot). If it disagrees, the same kernel compiled without SLP is used, with a warning —
-    slower, never silently wrong."""
+    one-hot). If it disagrees, the same kernel compiled without SLP is used, with a warning."""
     from ._slice_numba import backproject_kernel_plain, backproject_kernel_slp
 
-    cases = ((1, False), (4, False), (4, True))
-    if all(_backproject_agrees(backproject_kernel_slp, K, hard) for K, hard in cases):
-        return backproject_kernel_slp
-    import warnings
+    def agrees(kernel: Any) -> bool:
+        cases = ((1, False), (4, False), (4, True))
+        return all(_backproject_agrees(kernel, K, hard) for K, hard in cases)
 
-    warnings.warn(
-        "cryoclass: the SLP-vectorised back-projection kernel disagrees with the array code on "
-        "this CPU; using the kernel compiled without SLP (correct, slower)",
-        RuntimeWarning,
-        stacklevel=3,
-    )
-    return backproject_kernel_plain()
+    return _verified_kernel(backproject_kernel_slp, backproject_kernel_plain, agrees,
+                            "back-projection")  # fmt: skip
 
 
 def backproject_weighted(
