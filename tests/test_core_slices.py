@@ -268,6 +268,18 @@ def test_backprojection_refuses_a_non_contiguous_accumulator():
         S.backproject_weighted(A, X, C, al, ws, r, np.zeros(len(A), int), geom, acc)
 
 
+@pytest.mark.parametrize("K", [1, 3])
+def test_slice_stats_kernel_equals_array_code(K):
+    """The vectorised gather of class 0 (of K: the class stride) and the shell sums after it."""
+    geom, vols, grid, A, X, C, al, ws = _engine_inputs(D=20, K=K, seed=4)
+    got = S.slice_stats(grid, A, X, C, geom, impl="numba")
+    ref = S.slice_stats(grid, A, X, C, geom, impl="xp")
+    for g, r in zip(got, ref):
+        assert np.abs(r).max() > 0
+        np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-5 * np.abs(r).max())
+    assert S._slice_stats_agree(S._verified_slice_stats_kernel(), K)
+
+
 def test_slice_stats_match_loglik():
     """Σ_shell (sxx − 2 sxp + spp)/σ² reproduces −2·loglik for one class with α = 1."""
     geom, vols, grid, A, X, C, _, _ = _engine_inputs(K=1, seed=2)

@@ -373,13 +373,24 @@ def _add9(g, p, w, c0, c1, c2, c3, c4, c5, c6, c7, c8):  # pragma: no cover - ji
 
 
 @nb.njit(parallel=True, fastmath=True, cache=True, nogil=True)
-def slice_stats_kernel(grid, A, kx, ky, shell, X, C, pad, off, sxx, sxp, spp):  # pragma: no cover
-    """Per-particle, per-shell sums against one volume (class 0 of ``grid``):
-    ``sxx = Σ w|X|²``, ``sxp = Σ w Re(X* C V)``, ``spp = Σ w C²|V|²`` with the Hermitian weight
-    ``w = 2`` for ``kx > 0`` and 1 on the ``kx = 0`` line. For the noise model and the scale."""
+def slice_stats_kernel(
+    gq, K, ny, nx, A, kx, ky, shell, X, C, pad, off, sxx, sxp, spp
+):  # pragma: no cover
+    """Per-particle, per-shell sums against one volume (class 0 of the grid ``gq``, the flat
+    ``uint64`` view of :func:`loglik_kernel`): ``sxx = Σ w|X|²``, ``sxp = Σ w Re(X* C V)``,
+    ``spp = Σ w C²|V|²`` with the Hermitian weight ``w = 2`` for ``kx > 0`` and 1 on the
+    ``kx = 0`` line. For the noise model and the scale. The projection ``C V`` of each particle
+    is gathered first, in a pixel loop that vectorises (see :func:`loglik_kernel`); the shell
+    sums, indexed by pixel, follow in a scalar loop."""
     n = X.shape[0]
     M = kx.shape[0]
+    sx = K
+    sy = nx * sx
+    sz = ny * sy
+    Xf = X.view(np.float32)
     for i in nb.prange(n):
+        pr = np.empty(M, np.float32)
+        pim = np.empty(M, np.float32)
         a00 = A[i, 0, 0] * pad
         a01 = A[i, 0, 1] * pad
         a02 = A[i, 0, 2] * pad
@@ -387,29 +398,20 @@ def slice_stats_kernel(grid, A, kx, ky, shell, X, C, pad, off, sxx, sxp, spp):  
         a11 = A[i, 1, 1] * pad
         a12 = A[i, 1, 2] * pad
         for m in range(M):
-            fx = kx[m]
-            z0, y0, x0, sgn, w000, w001, w010, w011, w100, w101, w110, w111 = _corners(
-                a00, a01, a02, a10, a11, a12, fx, ky[m], off
+            p, sgn, w0, w1, w2, w3, w4, w5, w6, w7 = _pixel(
+                a00, a01, a02, a10, a11, a12, kx[m], ky[m], off, sx, sy, sz
             )
-            v = (
-                w000 * grid[z0, y0, x0, 0]
-                + w001 * grid[z0, y0, x0 + 1, 0]
-                + w010 * grid[z0, y0 + 1, x0, 0]
-                + w011 * grid[z0, y0 + 1, x0 + 1, 0]
-                + w100 * grid[z0 + 1, y0, x0, 0]
-                + w101 * grid[z0 + 1, y0, x0 + 1, 0]
-                + w110 * grid[z0 + 1, y0 + 1, x0, 0]
-                + w111 * grid[z0 + 1, y0 + 1, x0 + 1, 0]
-            )
-            pr = C[i, m] * v.real
-            pim = C[i, m] * v.imag * sgn
-            xr = X[i, m].real
-            xi = X[i, m].imag
+            vr, vi = _trilinear(gq, p, (sx, sy, sz, w0, w1, w2, w3, w4, w5, w6, w7))
+            pr[m] = C[i, m] * vr
+            pim[m] = C[i, m] * vi * sgn
+        for m in range(M):
+            xr = Xf[i, 2 * m]
+            xi = Xf[i, 2 * m + 1]
             s = shell[m]
-            wt = 2.0 if fx > 0 else 1.0
+            wt = 2.0 if kx[m] > 0 else 1.0
             sxx[i, s] += wt * (xr * xr + xi * xi)
-            sxp[i, s] += wt * (xr * pr + xi * pim)
-            spp[i, s] += wt * (pr * pr + pim * pim)
+            sxp[i, s] += wt * (xr * pr[m] + xi * pim[m])
+            spp[i, s] += wt * (pr[m] * pr[m] + pim[m] * pim[m])
 
 
 #: the back-projection as called: compiled with LLVM's SLP vectoriser (see _numba_compile;
@@ -420,11 +422,18 @@ backproject_kernel_slp = slp_vectorised(backproject_kernel)
 #: the log-likelihood gather as called: vectorised over pixels, 8 lanes (see _numba_compile;
 #: checked against the array code once per process, ``slices._verified_kernel``)
 loglik_kernel_wide = vector_width(8)(loglik_kernel)
+#: the shell statistics' gather, the same way (checked with the log-likelihood kernel)
+slice_stats_kernel_wide = vector_width(8)(slice_stats_kernel)
 
 
 def loglik_kernel_plain():
     """The log-likelihood kernel compiled with the vectoriser's own width (not cached)."""
     return nb.njit(parallel=True, fastmath=True, nogil=True)(loglik_kernel.py_func)
+
+
+def slice_stats_kernel_plain():
+    """The shell-statistics kernel compiled with the vectoriser's own width (not cached)."""
+    return nb.njit(parallel=True, fastmath=True, nogil=True)(slice_stats_kernel.py_func)
 
 
 def backproject_kernel_plain():

@@ -531,13 +531,42 @@ def slice_stats(
                 acc[:, s] = xp.sum((w * val)[:, sh == s], axis=1)
             out.append(acc)
         return out[0], out[1], out[2]
-    from ._slice_numba import slice_stats_kernel
-
     sxx, sxp, spp = (np.zeros((n, S), np.float64) for _ in range(3))
-    slice_stats_kernel(
-        grid, A, geom.kx, geom.ky, geom.shell, X, C, np.float32(geom.pad), geom.off, sxx, sxp, spp
-    )
+    _slice_stats_numba(_verified_slice_stats_kernel(), grid, A, X, C, geom, (sxx, sxp, spp))
     return sxx, sxp, spp
+
+
+def _slice_stats_numba(kernel, grid, A, X, C, geom, out) -> None:
+    """Call the Numba shell-statistics ``kernel`` (its flat ``uint64`` view of the grid)."""
+    g = np.ascontiguousarray(grid, dtype=np.complex64)
+    kernel(g.view(np.uint64).reshape(-1), g.shape[3], g.shape[1], g.shape[2], A, geom.kx,
+           geom.ky, geom.shell, X, C, np.float32(geom.pad), geom.off, *out)  # fmt: skip
+
+
+def _slice_stats_agree(kernel: Any, K: int) -> bool:
+    """Whether ``kernel`` (a Numba shell-statistics kernel) equals the array code on a tiny
+    random problem (class 0 of K)."""
+    rng, geom, A, X, C, _, _ = _tiny_problem(K)
+    grid = volumes_to_grid(rng.normal(size=(K, geom.Dc, geom.Dc, geom.Dc)).astype(np.float32),
+                           geom)  # fmt: skip
+    ref = slice_stats(grid, A, X, C, geom, impl="xp")
+    got = tuple(np.zeros_like(r) for r in ref)
+    _slice_stats_numba(kernel, grid, A, X, C, geom, got)
+    return all(np.allclose(g, r, rtol=1e-4, atol=1e-5 * float(np.abs(r).max()))
+               for g, r in zip(got, ref))  # fmt: skip
+
+
+@functools.lru_cache(maxsize=1)
+def _verified_slice_stats_kernel() -> Any:
+    """The shell-statistics kernel compiled with 8-lane loop vectorisation, checked once per
+    process against the array code (one class, and class 0 of three)."""
+    from ._slice_numba import slice_stats_kernel_plain, slice_stats_kernel_wide
+
+    def agrees(kernel: Any) -> bool:
+        return _slice_stats_agree(kernel, 1) and _slice_stats_agree(kernel, 3)
+
+    return _verified_kernel(slice_stats_kernel_wide, slice_stats_kernel_plain, agrees,
+                            "shell-statistics")  # fmt: skip
 
 
 # --------------------------------------------------------------------------- for people
