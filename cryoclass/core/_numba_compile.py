@@ -11,8 +11,8 @@ three classes at the 48³ box (pad 2; views in viewing-direction order) took 16 
 
 The log-likelihood gather is vectorised by the *loop* vectoriser instead (over disc pixels,
 with gathers). Its cost model picks 4 lanes there (float64 sums cap it at one 256-bit register)
-where 8 ran 1.4× faster (48³, K = 3, 1 000 particles: 12.4 vs 17.7 ms), so that kernel is
-compiled with LLVM's ``-force-vector-width=8``. The width changes results only by float64
+where 8 ran 1.2–1.5× faster (48³, K = 3, 1 000 particles: 10.4–11.4 vs 16.0 ms), so that
+kernel is compiled with LLVM's ``-force-vector-width=8``. The width changes results only by float64
 rounding (lanes are pixels: each lane sums its share of a particle's pixels in float64).
 
 Both options are switched on for the kernels wrapped here, only while they compile (under

@@ -1,9 +1,11 @@
 """Numba CPU twins of the fused slice kernels (see :mod:`cryoclass.core.slices`).
 
-Both kernels walk the same geometry: for particle ``i`` and disc pixel ``m`` the padded volume
+The kernels walk the same geometry: for particle ``i`` and disc pixel ``m`` the padded volume
 coordinate is ``q = pad · Aᵢᵀ (kx, ky, 0)``; when ``q_x < 0`` the Hermitian mate ``−q`` is used and
 the value conjugated. Trilinear weights over the 8 corners; the K class values at a grid point are
-contiguous (grid layout ``[z, y, x, K]``).
+contiguous (grid layout ``[z, y, x, K]``). The gathers (log-likelihood, shell statistics) read the
+grid as flat ``uint64`` (one complex64 per load) in pixel loops that LLVM vectorises; the
+back-projection scatters class by class, or in blocks of three (SLP).
 """
 
 from __future__ import annotations
