@@ -61,7 +61,8 @@ def _corners(a00, a01, a02, a10, a11, a12, fx, fy, off):  # pragma: no cover - j
 @intrinsic
 def _re_im(typingctx, bits):  # pragma: no cover - jit (typing and codegen run at compile time)
     """``(Re, Im)`` float32 of a complex64 given as its 64 bits (a ``uint64`` view of the grid):
-    one 64-bit gather per corner instead of two 32-bit ones."""
+    one 64-bit gather per corner instead of two 32-bit ones. Re is the low half: little-endian,
+    as on every platform Numba supports (x86-64, AArch64, ppc64le)."""
     sig = types.UniTuple(types.float32, 2)(types.uint64)
 
     def codegen(context, builder, signature, args):
