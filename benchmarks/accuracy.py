@@ -175,15 +175,9 @@ def cryoclass_exe() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "cryoclass.cli"]
 
 
-def pin_engine(rev: str, workdir: Path, argv: list[str]) -> None:
-    """Re-execute this script with ``cryoclass`` taken from ``git archive rev`` (a fixed engine).
-
-    The engine is being tuned in parallel; pinning it makes every run of one invocation use the
-    same code. The export goes to ``workdir/engine/<commit>`` and is put first on ``PYTHONPATH``
-    (the console script and every child then import it). Returns only when already pinned.
-    """
-    if os.environ.get("CRYOCLASS_BENCH_ENGINE"):
-        return
+def export_engine(rev: str, workdir: Path) -> Path:
+    """``git archive`` of the ``cryoclass`` package at ``rev`` into ``workdir/engine/<commit>``
+    (kept: its Numba cache is warm after the first run); returns that directory."""
     sha = subprocess.run(
         ["git", "-C", str(REPO), "rev-parse", "--short=10", rev],
         capture_output=True, text=True, check=True,
@@ -195,6 +189,20 @@ def pin_engine(rev: str, workdir: Path, argv: list[str]) -> None:
             ["git", "-C", str(REPO), "archive", sha, "cryoclass"], capture_output=True, check=True
         ).stdout
         subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest
+
+
+def pin_engine(rev: str, workdir: Path, argv: list[str]) -> None:
+    """Re-execute this script with ``cryoclass`` taken from ``git archive rev`` (a fixed engine).
+
+    The engine is being tuned in parallel; pinning it makes every run of one invocation use the
+    same code. The export goes to ``workdir/engine/<commit>`` and is put first on ``PYTHONPATH``
+    (the console script and every child then import it). Returns only when already pinned.
+    """
+    if os.environ.get("CRYOCLASS_BENCH_ENGINE"):
+        return
+    dest = export_engine(rev, workdir)
+    sha = dest.name
     env = dict(os.environ, CRYOCLASS_BENCH_ENGINE=sha)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(dest), env.get("PYTHONPATH")]))
     log(f"engine pinned to {sha} ({dest})")
