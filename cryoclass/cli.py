@@ -16,8 +16,11 @@ Example
 from __future__ import annotations
 
 import argparse
+import atexit
+import os
 import shlex
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -340,5 +343,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2
 
 
+def entry() -> None:
+    """The ``cryoclass`` console script: :func:`main`, then :func:`quick_exit` with its code.
+    An exception that escapes ``main`` (a bug: bad inputs end in one line and code 2) takes the
+    normal exit, traceback included."""
+    quick_exit(main())
+
+
+def quick_exit(code: int) -> None:
+    """End the process once everything is written, without the interpreter's teardown of its
+    modules: with Numba/LLVM, SciPy and pandas loaded that teardown took 0.3-0.4 s of every run
+    (N = 5 000: 5 % of the wall time). Before ``os._exit``: other non-daemon threads are joined,
+    the ``atexit`` handlers run (logging, weakref finalisers such as temporary directories,
+    multiprocessing), and stdout/stderr are flushed — what a normal exit does that matters."""
+    for t in threading.enumerate():
+        if t is not threading.main_thread() and not t.daemon:
+            t.join()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # closed or broken pipe: nothing more to say
+            pass
+    os._exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    entry()

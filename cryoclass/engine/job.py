@@ -48,7 +48,7 @@ from ..params import ClassificationParams
 from .driver import Driver
 from .problem import Problem, build_problem
 from .result import ClassificationResult
-from .state import EMState, load_checkpoint, save_checkpoint
+from .state import CheckpointWriter, EMState, load_checkpoint
 
 __all__ = ["Classification", "classify"]
 
@@ -137,11 +137,13 @@ class Classification:
         self.client = client
         self._resume = resume
         if self.outdir is not None:
+            CheckpointWriter.settle(self.outdir)
             self._refuse_overwriting_inputs([solvent_mask, focus_mask, *(init_volumes or [])])
             self._check_outdir(overwrite, resume)
         self._callbacks: list[Callback] = []
         self._cancel = threading.Event()
         self._gen: Any = None
+        self._checkpoints = CheckpointWriter()  # written in the background (see its docstring)
         self._done = False
         self._thread: threading.Thread | None = None
         self.result: ClassificationResult | None = None
@@ -296,7 +298,7 @@ class Classification:
         def save(st: EMState) -> None:
             if outdir is None:
                 return
-            save_checkpoint(outdir, st, fingerprint)
+            self._checkpoints.submit(outdir, st, fingerprint)
             if p.output_every_fem and st.phase == "fem" and st.r is not None:
                 d = outdir / f"fem_iter_{st.iteration:03d}"
                 files = self._make_result(prob, st, reorder=False).write(d, per_class=False)
@@ -312,6 +314,7 @@ class Classification:
         finally:
             if prob.store.remote:  # free the shards on the Dask workers
                 prob.store.executor.close()
+            self._checkpoints.wait()  # the last checkpoint is on disk before anything else
         self._finish(prob, state, now)
 
     def _cache_dir(self) -> str:
@@ -403,11 +406,16 @@ class Classification:
             self._done = True
         except JobCancelled:
             self._done = True
+            self._checkpoints.wait()  # cancelled between steps: let the last write finish
             phase = self.state.phase if self.state is not None else "preprocess"
             self._emit(JobCancelledEvent(phase=phase, time_s=time.perf_counter() - self._t0))
         except BaseException as e:
             self._done = True
             self.error = e
+            try:
+                self._checkpoints.wait()
+            except BaseException:  # noqa: BLE001 - the first error is the one reported
+                pass
             self._emit(JobFailed(error=str(e), time_s=time.perf_counter() - self._t0))
             raise
         return False
