@@ -170,9 +170,11 @@ def pin(cmd: list[str], threads: int) -> list[str]:
 
 
 def cryoclass_exe() -> list[str]:
-    """The ``cryoclass`` console script of this interpreter (or ``python -m cryoclass.cli``)."""
-    script = Path(sys.executable).parent / "cryoclass"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "cryoclass.cli"]
+    """``python -m cryoclass.cli``: the CLI of the engine on ``PYTHONPATH`` (the pinned one),
+    ended as that engine's console script ends it. Not the installed console script: it names
+    an entry point (``cryoclass.cli:entry`` since 468df01) that older pinned engines lack. Runs
+    start in the dataset directory, so ``-m`` does not pick up the working tree."""
+    return [sys.executable, "-m", "cryoclass.cli"]
 
 
 def export_engine(rev: str, workdir: Path) -> Path:
@@ -285,7 +287,7 @@ def dataset_params(a: argparse.Namespace, n: int, snr: float) -> dict[str, Any]:
 
 def setting_dir(a: argparse.Namespace, dp: dict[str, Any]) -> Path:
     name = f"n{dp['n_particles']}_snr{dp['snr']:g}_box{dp['box']}_apix{dp['pixel_size_A']:g}"
-    return Path(a.workdir) / f"{name}_seed{dp['seed']}"
+    return Path(a.workdir).resolve() / f"{name}_seed{dp['seed']}"
 
 
 def make_dataset(dp: dict[str, Any], outdir: Path) -> dict[str, Any]:
@@ -373,7 +375,7 @@ def run_cryoclass(a: argparse.Namespace, ddir: Path, seed: int) -> dict[str, Any
     out = ddir / f"cryoclass_seed{seed}"
     cmd = cryoclass_cmd(ddir / "particles.star", out, a.filter_res, seed)
     log = ddir / f"cryoclass_seed{seed}.log"
-    res = run_measured(pin(cmd, a.threads), log, child_env(a.threads))
+    res = run_measured(pin(cmd, a.threads), log, child_env(a.threads), cwd=ddir)
     _check(res, "cryoclass classify", log)
     truth = truth_labels(ddir)
     labels = cryoclass_labels(out, truth)
@@ -404,15 +406,16 @@ def measure_jit(a: argparse.Namespace) -> dict[str, Any]:
     """One-time JIT compilation: a tiny classification with an empty vs a warm Numba cache."""
     from cryoclass import sim
 
-    d = Path(a.workdir) / "jit"
+    d = Path(a.workdir).resolve() / "jit"
     if not (d / "particles.star").exists():
         sim.simulate(n_particles=300, box=32, pixel_size_A=6.0, snr=0.1, seed=0).write(d)
     cmd = cryoclass_cmd(d / "particles.star", d / "out", 15.0, 0)
     warm_env = child_env(a.threads)
-    run_measured(pin(cmd, a.threads), d / "prime.log", warm_env)  # fills the default cache
+    run_measured(pin(cmd, a.threads), d / "prime.log", warm_env, cwd=d)  # fills the default cache
     with tempfile.TemporaryDirectory(prefix="numba_cold_") as cache:
-        cold = run_measured(pin(cmd, a.threads), d / "cold.log", child_env(a.threads, cache))
-    warm = run_measured(pin(cmd, a.threads), d / "warm.log", warm_env)
+        cold_env = child_env(a.threads, cache)
+        cold = run_measured(pin(cmd, a.threads), d / "cold.log", cold_env, cwd=d)
+    warm = run_measured(pin(cmd, a.threads), d / "warm.log", warm_env, cwd=d)
     _check(cold, "JIT cold run", d / "cold.log")
     return {
         "cold_cache_wall_s": cold["wall_s"],
