@@ -299,6 +299,7 @@ def test_output_every_fem_and_reorder_by_size(ds, tmp_path):
     for it in (1, 2):
         d = tmp_path / "e" / f"fem_iter_{it:03d}"
         assert (d / "particles.star").exists() and (d / "class_02.mrc").exists()
+    assert not (tmp_path / "e" / "fem_iter_000").exists()  # the O-EM hand-over is not an F-EM it
     res = cryoclass.Classification(
         ds.particles, p.replace(output_every_fem=False, reorder_by_size=True)
     ).run()

@@ -299,7 +299,7 @@ class Classification:
             if outdir is None:
                 return
             self._checkpoints.submit(outdir, st, fingerprint)
-            if p.output_every_fem and st.phase == "fem" and st.r is not None:
+            if p.output_every_fem and st.phase == "fem" and st.iteration > 0 and st.r is not None:
                 d = outdir / f"fem_iter_{st.iteration:03d}"
                 files = self._make_result(prob, st, reorder=False).write(d, per_class=False)
                 self._emit(
