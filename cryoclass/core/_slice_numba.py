@@ -170,7 +170,9 @@ def loglik_kernel(gq, K, ny, nx, A, kx, ky, wsig, X, C, alpha, pad, off, out):  
             s1 = 0.0
             s2 = 0.0
             s3 = 0.0
-            # one loop per block size: each has a fixed set of sums, so each vectorises
+            # one loop per block size: each has a fixed set of sums, so each vectorises. The
+            # shared prelude stays written out: folded into an inline helper returning nested
+            # tuples it made Numba's parfors pass fail with an AssertionError (0.68.1).
             if nk == 4:
                 for m in range(M):
                     p, sgn, w0, w1, w2, w3, w4, w5, w6, w7 = _pixel(
