@@ -97,7 +97,9 @@ class ClassificationParams:
         min=0,
     )
     pca_n_reconstructions: int = _p(
-        50, "PCA init: number of random-subset reconstructions (at least 5 per class).", min=2
+        24,
+        "PCA init: random-subset reconstructions per candidate (at least 5 per class).",
+        min=2,
     )
     pca_n_components: int = _p(2, "PCA init: principal components kept before k-means.", min=1)
     # ---- O-EM
