@@ -73,3 +73,28 @@ def test_over_relaxed_refinement_climbs_faster(setup):
     # 6 relaxed steps (4 of them over-relaxed) get at least 40 % of the way from 6 to 12 plain
     # steps in mean log-evidence (measured: 54 %; one more plain step, 6 -> 7, gets 47 %)
     assert relaxed_6 >= plain_6 + 0.4 * (plain_12 - plain_6)
+
+
+def test_refinement_stops_when_classes_settle(setup):
+    """``stop_switch_pct``: once fewer than that % of particles change class between two
+    E-steps (and at least ``_REFINE_MIN_ITERS`` have run), the refinement ends: with 100 % it
+    always ends at the minimum, i.e. gives exactly what that many iterations give; with 0 % it
+    never stops early."""
+    lp, wsig_l, alpha, mask_l, tau2_l, cands = setup
+    n_min = init_mod._REFINE_MIN_ITERS
+
+    def refine(n, stop, score=True):
+        return init_mod._lowres_em(
+            lp, [cands[0]], wsig_l, alpha, mask_l, tau2_l, n, 256, None,
+            relax=init_mod._REFINE_RELAX, stop_switch_pct=stop, score=score,
+        )[0]  # fmt: skip
+
+    v_min, s_min = refine(n_min, 0.0)
+    v_stop, s_stop = refine(3 * n_min, 100.0)
+    np.testing.assert_array_equal(v_stop, v_min)
+    assert s_stop == s_min
+    v_long, _ = refine(3 * n_min, 0.0)
+    assert not np.array_equal(v_long, v_min)  # 0 %: all 3 × n_min iterations ran
+    v_ns, s_ns = refine(n_min, 0.0, score=False)
+    np.testing.assert_array_equal(v_ns, v_min)  # the score's E-step changes no volume
+    assert np.isnan(s_ns)
