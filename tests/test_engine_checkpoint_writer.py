@@ -27,7 +27,22 @@ def _state() -> EMState:
     return st
 
 
-def test_the_checkpoint_holds_the_state_as_submitted(tmp_path):
+def _slow_writes(monkeypatch, delay_s: float = 0.3) -> None:
+    """Background writes start ``delay_s`` late, so the caller's in-place updates surely come
+    first (without a snapshot they would reach the file)."""
+    import cryoclass.engine.state as state
+
+    real = state.save_checkpoint
+
+    def slow(*a, **k):
+        time.sleep(delay_s)
+        real(*a, **k)
+
+    monkeypatch.setattr(state, "save_checkpoint", slow)
+
+
+def test_the_checkpoint_holds_the_state_as_submitted(tmp_path, monkeypatch):
+    _slow_writes(monkeypatch)
     st = _state()
     want_vol, want_acc, want_r = st.volumes.copy(), st.stats.acc.copy(), st.r.copy()
     w = CheckpointWriter()
@@ -79,15 +94,7 @@ def test_a_failed_write_is_raised_in_the_caller(tmp_path):
 
 
 def test_settle_waits_for_a_write_left_in_flight(tmp_path, monkeypatch):
-    import cryoclass.engine.state as state
-
-    real = state.save_checkpoint
-
-    def slow(*a, **k):
-        time.sleep(0.3)
-        real(*a, **k)
-
-    monkeypatch.setattr(state, "save_checkpoint", slow)
+    _slow_writes(monkeypatch)
     CheckpointWriter().submit(tmp_path, _state(), "fp")  # the writer object is dropped at once
     assert not (tmp_path / "checkpoint" / "state.json").exists()
     CheckpointWriter.settle(tmp_path)

@@ -251,17 +251,18 @@ class Driver:
             self.times["oem"].append(time.perf_counter() - t0)
             st.iteration += 1
             self._emit_iteration("oem", t, eta, beta, res, None)
-            if st.iteration == T:  # F-EM needs no O-EM statistics: a small checkpoint to go on from
-                st.phase, st.iteration, st.stats = "fem", 0, None
-                self.save(st)
-                yield
-                return
+            if st.iteration == T:
+                break  # the last one: the hand-over checkpoint below
             now = time.perf_counter()  # mid-O-EM checkpoints carry the 2·K-volume statistics
             if now - self._last_oem_save >= OEM_CHECKPOINT_EVERY_S:
                 self.save(st)
                 self._last_oem_save = now
             yield
+        ran = st.iteration > 0
         st.phase, st.iteration, st.stats = "fem", 0, None
+        if ran:  # F-EM needs no O-EM statistics: a small checkpoint to go on from
+            self.save(st)
+            yield
 
     def _e_step(self, idx: np.ndarray, force_hard: bool, progress: Any = None) -> Any:
         """Posteriors of particles ``idx`` under the current volumes, no statistics."""
