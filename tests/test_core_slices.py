@@ -305,6 +305,7 @@ def test_slp_back_projection_is_verified_and_falls_back_when_wrong(monkeypatch):
         a[12][...] *= np.float32(1.01)  # a[12]: the flat accumulator
 
     assert not S._backproject_agrees(wrong, 4, False)
+    monkeypatch.setattr(S, "_verified_before", lambda kernel: False)  # no note from earlier
     monkeypatch.setattr(S, "_backproject_agrees", lambda kernel, K, hard: False)
     monkeypatch.setattr(SN, "backproject_kernel_plain", lambda: plain)
     S._verified_backproject_kernel.cache_clear()
@@ -335,6 +336,7 @@ def test_vectorised_loglik_is_verified_and_falls_back_when_wrong(monkeypatch):
             out[:, 2] *= 1.001
 
     assert S._loglik_agrees(wrong, 1) and not S._loglik_agrees(wrong, 6)
+    monkeypatch.setattr(S, "_verified_before", lambda kernel: False)  # no note from earlier
     monkeypatch.setattr(SN, "loglik_kernel_wide", wrong)
     monkeypatch.setattr(SN, "loglik_kernel_plain", lambda: plain)
     S._verified_loglik_kernel.cache_clear()
@@ -343,3 +345,38 @@ def test_vectorised_loglik_is_verified_and_falls_back_when_wrong(monkeypatch):
             assert S._verified_loglik_kernel() is plain
     finally:
         S._verified_loglik_kernel.cache_clear()
+
+
+def test_kernel_check_is_noted_per_compiled_binary(tmp_path):
+    """A passed check is noted beside the kernel's Numba cache index and not run again while
+    that index (the compiled binary) is unchanged; a rewritten index is checked again; a failed
+    check leaves no note (the fallback is chosen again in the next process)."""
+    from types import SimpleNamespace
+
+    index = tmp_path / "kernel.nbi"
+    index.write_bytes(b"index v1")
+    cache = SimpleNamespace(_cache_file=SimpleNamespace(_index_path=str(index)))
+    kernel = SimpleNamespace(dispatcher=SimpleNamespace(_cache=cache))
+    calls = []
+
+    def agrees(k):
+        calls.append(k)
+        return verdict
+
+    verdict = True
+    assert S._verified_kernel(kernel, lambda: "plain", agrees, "test") is kernel
+    assert len(calls) == 1 and (tmp_path / "kernel.nbi.verified").exists()
+    assert S._verified_kernel(kernel, lambda: "plain", agrees, "test") is kernel
+    assert len(calls) == 1  # noted: not checked again
+    index.write_bytes(b"index v2, recompiled")
+    verdict = False
+    with pytest.warns(RuntimeWarning, match="test kernel disagrees"):
+        assert S._verified_kernel(kernel, lambda: "plain", agrees, "test") == "plain"
+    assert len(calls) == 2
+    assert not S._verified_before(kernel)  # the stale note does not match the new index
+    # no cache on disk (e.g. NUMBA_DISABLE_JIT): always checked, nothing written
+    bare = SimpleNamespace()
+    verdict = True
+    assert S._verified_kernel(bare, lambda: "plain", agrees, "test") is bare
+    assert S._verified_kernel(bare, lambda: "plain", agrees, "test") is bare
+    assert len(calls) == 4

@@ -395,11 +395,58 @@ def _loglik_agrees(kernel: Any, K: int) -> bool:
     return bool(np.allclose(got, ref, rtol=1e-5, atol=1e-6 * float(np.abs(ref).max())))
 
 
+def _verdict_file(kernel: Any) -> tuple[str, str] | None:
+    """``(path, key)`` of the on-disk note that ``kernel``'s cached compilation agreed with the
+    array code: next to Numba's cache index of the kernel, keyed by that index's size and
+    modification time (a recompilation rewrites it), the CPU (name and features) and the Numba
+    version. None where the kernel has no on-disk cache (yet)."""
+    cache = getattr(getattr(kernel, "dispatcher", None), "_cache", None)
+    index = getattr(getattr(cache, "_cache_file", None), "_index_path", None)
+    try:
+        st = os.stat(index)  # type: ignore[arg-type]
+        import llvmlite.binding as llvm
+        import numba
+    except (OSError, TypeError, ImportError):
+        return None
+    cpu = f"{llvm.get_host_cpu_name()} {llvm.get_host_cpu_features().flatten()}"
+    return f"{index}.verified", f"{st.st_size} {st.st_mtime_ns} {cpu} numba {numba.__version__}"
+
+
+def _verified_before(kernel: Any) -> bool:
+    note = _verdict_file(kernel)
+    try:
+        return note is not None and open(note[0], encoding="utf-8").read() == note[1]
+    except OSError:
+        return False
+
+
+def _note_verified(kernel: Any) -> None:
+    """Write the verdict note (atomically; silently skipped where the cache is read-only)."""
+    note = _verdict_file(kernel)
+    if note is None:
+        return
+    tmp = f"{note[0]}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(note[1])
+        os.replace(tmp, note[0])
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+
+
 def _verified_kernel(wide: Any, plain: Any, agrees: Any, what: str) -> Any:
     """``wide`` (a kernel compiled with an LLVM option Numba does not use by default) if
     ``agrees(wide)``, else — a miscompilation on this CPU — ``plain()``, with a warning:
-    slower, never silently wrong."""
+    slower, never silently wrong. The check runs once per compiled binary and CPU: its success
+    is noted beside Numba's on-disk cache (:func:`_verdict_file`), which later processes read
+    instead of checking again (saves 0.12 s of each job's start: both checks, N = 5 000)."""
+    if _verified_before(wide):
+        return wide
     if agrees(wide):
+        _note_verified(wide)
         return wide
     import warnings
 
