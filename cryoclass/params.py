@@ -92,7 +92,7 @@ class ClassificationParams:
     init_refine_iters: int = _p(
         24,
         "At most this many further low-resolution EM iterations for the kept candidate only, "
-        "before O-EM (0 = off; over-relaxed, and stopped once fewer than 0.1 % of the "
+        "before O-EM (0 = off; accelerated by SQUAREM, and stopped once fewer than 0.1 % of the "
         "particles change class). Cheap (small box, one candidate); at low SNR it decides the "
         "split of subtle states.",
         min=0,
