@@ -291,7 +291,7 @@ def test_slice_stats_match_loglik():
 
 
 def test_slp_back_projection_is_verified_and_falls_back_when_wrong(monkeypatch):
-    """The SLP-compiled kernel is checked once per compiled binary and CPU against the array code; where it
+    """The SLP-compiled kernel is checked once per binary against the array code; where it
     disagrees (a miscompilation), the kernel compiled without SLP is used, with a warning."""
     from cryoclass.core import _slice_numba as SN
 
@@ -317,7 +317,7 @@ def test_slp_back_projection_is_verified_and_falls_back_when_wrong(monkeypatch):
 
 
 def test_vectorised_loglik_is_verified_and_falls_back_when_wrong(monkeypatch):
-    """The 8-lane kernel is checked once per compiled binary and CPU against the array code through each block
+    """The 8-lane kernel is checked once per binary against the array code through each block
     size; where it disagrees (a miscompilation), the default-width kernel is used, with a
     warning."""
     from cryoclass.core import _slice_numba as SN

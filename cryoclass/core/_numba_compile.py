@@ -18,7 +18,7 @@ rounding (lanes are pixels: each lane sums its share of a particle's pixels in f
 Both options are switched on for the kernels wrapped here, only while they compile (under
 Numba's compiler lock, so no other function compiles meanwhile), not for the rest of the
 process. The kernels' results are checked against their array-code twins by the test suite
-(``tests/test_core_slices.py``) and, once per compiled binary and CPU, on a tiny problem before first use
+(``tests/test_core_slices.py``) and, once per binary, on a tiny problem before first use
 (:func:`cryoclass.core.slices._verified_kernel`: a disagreement — a miscompilation on that CPU —
 switches to the kernel compiled without the option, with a warning).
 """

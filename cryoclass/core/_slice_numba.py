@@ -420,12 +420,12 @@ def slice_stats_kernel(
 
 
 #: the back-projection as called: compiled with LLVM's SLP vectoriser (see _numba_compile;
-#: checked against the array code once per compiled binary and CPU, ``slices._verified_backproject_kernel``)
+#: checked against the array code once per binary, ``slices._verified_backproject_kernel``)
 backproject_kernel_slp = slp_vectorised(backproject_kernel)
 
 
 #: the log-likelihood gather as called: vectorised over pixels, 8 lanes (see _numba_compile;
-#: checked against the array code once per compiled binary and CPU, ``slices._verified_kernel``)
+#: checked against the array code once per binary, ``slices._verified_kernel``)
 loglik_kernel_wide = vector_width(8)(loglik_kernel)
 #: the shell statistics' gather, the same way (checked with the log-likelihood kernel)
 slice_stats_kernel_wide = vector_width(8)(slice_stats_kernel)

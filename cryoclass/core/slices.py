@@ -440,7 +440,7 @@ def _note_verified(kernel: Any) -> None:
 def _verified_kernel(wide: Any, plain: Any, agrees: Any, what: str) -> Any:
     """``wide`` (a kernel compiled with an LLVM option Numba does not use by default) if
     ``agrees(wide)``, else — a miscompilation on this CPU — ``plain()``, with a warning:
-    slower, never silently wrong. The check runs once per compiled binary and CPU: its success
+    slower, never silently wrong. The check runs once per binary: its success
     is noted beside Numba's on-disk cache (:func:`_verdict_file`), which later processes read
     instead of checking again (saves 0.12 s of each job's start: both checks, N = 5 000)."""
     if _verified_before(wide):
@@ -462,7 +462,7 @@ def _verified_kernel(wide: Any, plain: Any, agrees: Any, what: str) -> Any:
 @functools.lru_cache(maxsize=1)
 def _verified_loglik_kernel() -> Any:
     """The Numba log-likelihood compiled with 8-lane loop vectorisation (``_numba_compile``),
-    checked once per compiled binary and CPU against the array code through each of its class-block sizes
+    checked once per binary against the array code through each of its class-block sizes
     (K = 7: blocks of 4 and 3; K = 6: 4 and 2; K = 1)."""
     from ._slice_numba import loglik_kernel_plain, loglik_kernel_wide
 
@@ -491,7 +491,7 @@ def _backproject_agrees(kernel: Any, K: int, one_hot: bool) -> bool:
 @functools.lru_cache(maxsize=1)
 def _verified_backproject_kernel() -> Any:
     """The Numba back-projection compiled with LLVM's SLP vectoriser, which Numba keeps off by
-    default after miscompilations (numba#8852): checked once per compiled binary and CPU against the array code
+    default after miscompilations (numba#8852): checked once per binary against the array code
     on a tiny problem through each of its paths (one class, blocks of three plus a remainder,
     one-hot). If it disagrees, the same kernel compiled without SLP is used, with a warning."""
     from ._slice_numba import backproject_kernel_plain, backproject_kernel_slp
