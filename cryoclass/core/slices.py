@@ -37,6 +37,7 @@ import functools
 import os
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -415,7 +416,7 @@ def _verdict_file(kernel: Any) -> tuple[str, str] | None:
 def _verified_before(kernel: Any) -> bool:
     note = _verdict_file(kernel)
     try:
-        return note is not None and open(note[0], encoding="utf-8").read() == note[1]
+        return note is not None and Path(note[0]).read_text(encoding="utf-8") == note[1]
     except OSError:
         return False
 
@@ -446,7 +447,7 @@ def _verified_kernel(wide: Any, plain: Any, agrees: Any, what: str) -> Any:
     if _verified_before(wide):
         return wide
     if agrees(wide):
-        _note_verified(wide)
+        _note_verified(wide)  # keyed after the check: its first call may compile and save
         return wide
     import warnings
 

@@ -53,7 +53,7 @@ _SCORE_MAX_PARTICLES = 5000
 #: below V₁'s is dropped for the plain V₂ (the regulariser moves too, so EM itself is not a
 #: strict bound). Replaced a fixed over-relaxation V ← V + 1.5·(EM(V) − V): ARI / oracle over the
 #: 4 N = 5 000 benchmark sets × seeds 0-3, mean 0.9653 -> 0.9658, min 0.9506 -> 0.9531, with
-#: 17-20 EM steps at SNR 0.01 (was 24, the cap) and 7 at SNR 0.05 (was 6-7).
+#: 17-20 EM steps at SNR 0.01 (was 24, the cap) and 7 at SNR 0.05 (was 6-7; seed 0 of each set).
 _SQUAREM_MAX_STEP = 8.0
 _SQUAREM_TOL = 1e-3
 #: The refinement stops early once fewer than this % of its particles change their most likely
@@ -258,6 +258,16 @@ def _em_rows(lp: Problem, alpha: Any, max_particles: int) -> tuple[Problem, Any,
     return subset_problem(lp, sub), alpha[lp.xp.asarray(sub)], np.arange(max_particles)
 
 
+def _lowres_m_step(
+    lp: Problem, stats: ClassStats, mask_l: Any, tau: np.ndarray, G: int
+) -> tuple[Any, np.ndarray, np.ndarray]:
+    """M-step of G K-class mixtures at the low-res box: ``(volumes (G·K, ...), τ², log prior
+    (G, K))``, each mixture's prior from its own class masses."""
+    rec = reconstruct(stats, lp.geom, mask_l, tau2_prev=tau)
+    mass = np.maximum(np.asarray(stats.mass, np.float64), 1e-12).reshape(G, -1)
+    return rec.volumes, rec.tau2, np.log(mass / mass.sum(1, keepdims=True))
+
+
 def _lowres_em(
     lp: Problem,
     candidates: list[Any],
@@ -298,10 +308,7 @@ def _lowres_em(
     for _ in range(n_iters):
         stats = ClassStats.zeros(lp.geom, G * K, xp)
         one_pass(vols, log_prior, stats)
-        rec = reconstruct(stats, lp.geom, mask_l, tau2_prev=tau)
-        vols, tau = rec.volumes, rec.tau2
-        mass = np.maximum(np.asarray(stats.mass, np.float64), 1e-12).reshape(G, K)
-        log_prior = np.log(mass / mass.sum(1, keepdims=True))
+        vols, tau, log_prior = _lowres_m_step(lp, stats, mask_l, tau, G)
     ev = one_pass(vols, log_prior, None)
     return [(vols[g * K : (g + 1) * K], float(np.mean(ev[:, g]))) for g in range(G)]
 
@@ -347,11 +354,10 @@ def _refine(
             lp, idx, volumes_to_grid(v, lp.geom), log_prior, wsig_l, alpha, beta=0.0,
             force_hard=False, stats=stats, chunk_size=chunk_size, check=check,
         )  # fmt: skip
-        rec = reconstruct(stats, lp.geom, mask_l, tau2_prev=tau)
-        mass = np.maximum(np.asarray(stats.mass, np.float64), 1e-12)
+        vols_new, tau_new, log_prior_new = _lowres_m_step(lp, stats, mask_l, tau, 1)
         steps += 1
         ev = float(np.mean(to_numpy(res.log_evidence)))
-        return _EMPoint(rec.volumes, rec.tau2, np.log(mass / mass.sum()), ev, to_numpy(res.hard))
+        return _EMPoint(vols_new, tau_new, log_prior_new[0], ev, to_numpy(res.hard))
 
     def settled(pt: _EMPoint) -> bool:
         """Take ``pt``'s classes as the latest; whether the refinement is done."""
