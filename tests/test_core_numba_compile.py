@@ -108,3 +108,22 @@ def test_vectoriser_remarks_are_dropped_and_other_stderr_kept(capfd):
         os.write(2, b"a real message\n")
     err = capfd.readouterr().err
     assert "a real message" in err and "loop not vectorized" not in err
+
+
+@pytest.mark.parametrize("preset", [None, "ACTIVE"])
+def test_import_makes_idle_openmp_threads_sleep_unless_the_user_chose(preset):
+    """``import cryoclass`` sets ``OMP_WAIT_POLICY=PASSIVE`` for the OpenMP runtime Numba loads
+    later (idle workers spinning took the cores SciPy's FFT threads need), and keeps a value
+    the user set."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if preset is not None:
+        env["OMP_WAIT_POLICY"] = preset
+    code = "import os, cryoclass; print(os.environ['OMP_WAIT_POLICY'])"
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == (preset or "PASSIVE")
