@@ -762,7 +762,8 @@ def markdown(res: dict[str, Any]) -> str:
         "setting, a check that a result is not one noise realisation's). ARI = adjusted Rand "
         "index of the hard classes against the truth.",
         f"- One-time Numba JIT compilation (excluded from the cryoclass times, which are fresh "
-        f"processes with a warm on-disk cache and the engine byte-compiled, as installed): **{jit.get('jit_compile_s', '?')} s** "
+        "processes with a warm on-disk cache and the engine byte-compiled, as installed): "
+        f"**{jit.get('jit_compile_s', '?')} s** "
         f"({jit.get('dataset', '')}: {jit.get('cold_cache_wall_s', '?')} s with an empty cache, "
         f"{jit.get('warm_cache_wall_s', '?')} s warm).",
         "- cryoclass engine: "
