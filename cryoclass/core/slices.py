@@ -163,10 +163,22 @@ def extract_disc(F: Any, geom: SliceGeometry) -> Any:
 
 # --------------------------------------------------------------------------- volumes <-> grid
 def _gridding_apodisation(n: int, P: int, xp: Any) -> Any:
-    """Separable sinc² apodisation of trilinear interpolation on a P-grid, for a box of n."""
+    """Separable sinc² apodisation of trilinear interpolation on a P-grid, for a box of n
+    (float64; on the CPU one read-only array per ``(n, P)``, made once)."""
+    if xp is np:
+        return _gridding_apodisation_np(n, P)
     x = (xp.arange(n) - n // 2) / P
     s = xp.sinc(x) ** 2
     return s[:, None, None] * s[None, :, None] * s[None, None, :]
+
+
+@functools.lru_cache(maxsize=8)
+def _gridding_apodisation_np(n: int, P: int) -> np.ndarray:
+    x = (np.arange(n) - n // 2) / P
+    s = np.sinc(x) ** 2
+    a = s[:, None, None] * s[None, :, None] * s[None, None, :]
+    a.flags.writeable = False
+    return a
 
 
 def volumes_to_grid(vols: Any, geom: SliceGeometry, dtype: Any = np.complex64) -> Any:
@@ -179,7 +191,8 @@ def volumes_to_grid(vols: Any, geom: SliceGeometry, dtype: Any = np.complex64) -
     apod = _gridding_apodisation(Dc, P, xp)
     padded = xp.zeros((K, P, P, P), dtype=np.float32)
     s = P // 2 - Dc // 2
-    padded[:, s : s + Dc, s : s + Dc, s : s + Dc] = vols / apod
+    # vols / apod in float64, rounded into the float32 box: no full-size temporaries
+    xp.divide(vols, apod, out=padded[:, s : s + Dc, s : s + Dc, s : s + Dc], casting="unsafe")
     grid = xp.zeros(geom.grid_shape + (K,), dtype=dtype)
     if not _use_xp("auto", xp) and P % 2 == 0 and np.dtype(dtype) == np.complex64:
         from ._solve_numba import fourier_to_grid_kernel

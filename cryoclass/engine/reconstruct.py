@@ -185,7 +185,9 @@ def _solve_volumes(
         F,
     )
     out = _fft.irfftn_crop(F, P, Dc, overwrite=True)  # already fftshift-ed (see the kernel)
-    return (out / _gridding_apodisation(Dc, P, np)).astype(np.float32)
+    # out / apod in float64, rounded to float32, in one pass
+    vols = np.empty(out.shape, np.float32)
+    return np.divide(out, _gridding_apodisation(Dc, P, np), out=vols, casting="unsafe")
 
 
 @dataclass
