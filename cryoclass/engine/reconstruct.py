@@ -69,7 +69,12 @@ class ClassStats:
 
     def scale_(self, f: float) -> None:
         """Multiply all statistics by ``f`` in place (O-EM forgetting)."""
-        self.acc *= np.float32(f)
+        if isinstance(self.acc, np.ndarray) and self.acc.flags.c_contiguous:
+            from ..core._scale_numba import scale_inplace  # NumPy's runs on one thread
+
+            scale_inplace(self.acc.reshape(-1), np.float32(f))
+        else:
+            self.acc *= np.float32(f)
         self.mass = self.mass * f
 
     def reset_class_(self, k: int) -> None:
