@@ -73,3 +73,17 @@ def test_irfftn_crop_equals_full_transform_then_crop(P, D):
     scratch = F.astype(np.complex64)
     want = irfftn_crop(F.astype(np.complex64), P, D)
     np.testing.assert_array_equal(irfftn_crop(scratch, P, D, overwrite=True), want)
+
+
+def test_statistics_scale_equals_numpy():
+    """The parallel in-place scale of the O-EM statistics is NumPy's float32 product, bit for
+    bit (the factor is rounded to float32 first, as ``acc *= np.float32(f)`` does)."""
+    st = ClassStats.zeros(SliceGeometry(16, 2), K=3)
+    st.acc[:] = np.random.default_rng(1).standard_normal(st.acc.shape).astype(np.float32)
+    st.mass = np.array([1.0, 2.0, 3.0])
+    want = st.acc * np.float32(0.7071067811865476)
+    st.scale_(0.7071067811865476)
+    np.testing.assert_array_equal(st.acc, want)
+    np.testing.assert_allclose(st.mass, [0.7071067811865476, 1.4142135623730951, 2.121320343])
+    st.scale_(0.0)
+    assert not st.acc.any() and not st.mass.any()

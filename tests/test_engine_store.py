@@ -91,20 +91,3 @@ def test_memory_limit(ds, tmp_path):
     job.run()
     assert isinstance(job.problem.store, DiskStore)
     assert _entries(tmp_path / "out" / "particle_cache")
-
-
-def test_statistics_scale_equals_numpy():
-    """The parallel in-place scale of the O-EM statistics is NumPy's float32 product, bit for
-    bit (the factor is rounded to float32 first, as ``acc *= np.float32(f)`` does)."""
-    from cryoclass.core.slices import SliceGeometry
-    from cryoclass.engine.reconstruct import ClassStats
-
-    st = ClassStats.zeros(SliceGeometry(16, 2), K=3)
-    st.acc[:] = np.random.default_rng(1).standard_normal(st.acc.shape).astype(np.float32)
-    st.mass = np.array([1.0, 2.0, 3.0])
-    want = st.acc * np.float32(0.7071067811865476)
-    st.scale_(0.7071067811865476)
-    np.testing.assert_array_equal(st.acc, want)
-    np.testing.assert_allclose(st.mass, [0.7071067811865476, 1.4142135623730951, 2.121320343])
-    st.scale_(0.0)
-    assert not st.acc.any() and not st.mass.any()

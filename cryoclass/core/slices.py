@@ -191,8 +191,11 @@ def volumes_to_grid(vols: Any, geom: SliceGeometry, dtype: Any = np.complex64) -
     apod = _gridding_apodisation(Dc, P, xp)
     padded = xp.zeros((K, P, P, P), dtype=np.float32)
     s = P // 2 - Dc // 2
-    # vols / apod in float64, rounded into the float32 box: no full-size temporaries
-    xp.divide(vols, apod, out=padded[:, s : s + Dc, s : s + Dc, s : s + Dc], casting="unsafe")
+    box = padded[:, s : s + Dc, s : s + Dc, s : s + Dc]
+    if xp is np:  # vols / apod in float64, rounded into the float32 box: no temporaries
+        np.divide(vols, apod, out=box, casting="unsafe")
+    else:
+        box[...] = vols / apod
     grid = xp.zeros(geom.grid_shape + (K,), dtype=dtype)
     if not _use_xp("auto", xp) and P % 2 == 0 and np.dtype(dtype) == np.complex64:
         from ._solve_numba import fourier_to_grid_kernel
