@@ -6,7 +6,9 @@ closed + ligand of ≈3.5 % of the mass) this script
 1. simulates the dataset (deterministic seed) and writes it (``.star``/``.mrcs`` + truth);
 2. runs the **oracle** (true volumes, poses, CTF and noise; maximum likelihood class) in a child
    process;
-3. runs **cryoclass** (``cryoclass classify`` on the written ``.star``, one child process per seed);
+3. runs **cryoclass** (``cryoclass classify`` on the written ``.star``, one child process per seed,
+   each seed timed ``--repeats`` times — once before RELION's runs, the others after them — and
+   reported as the medians);
 4. runs **RELION** ``relion_refine --skip_align`` (expert settings, several seeds) on the same
    particles after RELION's usual per-particle normalisation, with a consensus reference made by
    ``relion_reconstruct --ctf`` from all particles;
@@ -16,7 +18,8 @@ peak resident memory of every child process (``os.wait4``), all limited to the s
 (``--threads``; ``NUMBA_NUM_THREADS``/``OMP_NUM_THREADS`` for cryoclass, ``--j`` for RELION and
 ``taskset`` where the machine has more cores). The one-time Numba JIT compilation is measured
 separately (a tiny classification with an empty and with a warm Numba cache) and is excluded from
-the cryoclass times, which are those of a fresh process with a warm on-disk cache.
+the cryoclass times, which are those of a fresh process with a warm on-disk cache (a warm-up run
+compiles the kernels first) and the engine byte-compiled, as an installed package is.
 
 Results go to a JSON file (merged with what is already there: RELION runs whose dataset and
 options are unchanged are reused unless ``--force-relion``) and to a section of
