@@ -165,20 +165,20 @@ def extract_disc(F: Any, geom: SliceGeometry) -> Any:
 def _gridding_apodisation(n: int, P: int, xp: Any) -> Any:
     """Separable sinc² apodisation of trilinear interpolation on a P-grid, for a box of n
     (float64; on the CPU one read-only array per ``(n, P)``, made once)."""
-    if xp is np:
-        return _gridding_apodisation_np(n, P)
-    x = (xp.arange(n) - n // 2) / P
-    s = xp.sinc(x) ** 2
-    return s[:, None, None] * s[None, :, None] * s[None, None, :]
+    return _gridding_apodisation_np(n, P) if xp is np else _sinc2(n, P, xp)
 
 
 @functools.lru_cache(maxsize=8)
 def _gridding_apodisation_np(n: int, P: int) -> np.ndarray:
-    x = (np.arange(n) - n // 2) / P
-    s = np.sinc(x) ** 2
-    a = s[:, None, None] * s[None, :, None] * s[None, None, :]
+    a = _sinc2(n, P, np)
     a.flags.writeable = False
     return a
+
+
+def _sinc2(n: int, P: int, xp: Any) -> Any:
+    x = (xp.arange(n) - n // 2) / P
+    s = xp.sinc(x) ** 2
+    return s[:, None, None] * s[None, :, None] * s[None, None, :]
 
 
 def volumes_to_grid(vols: Any, geom: SliceGeometry, dtype: Any = np.complex64) -> Any:
