@@ -103,17 +103,17 @@ def to_numpy(a: Any) -> np.ndarray:
 
 
 def scatter_add(a: Any, indices: Any, values: Any) -> None:
-    """``a[indices] += values`` with repeated indices accumulated (NumPy ``add.at``; CuPy
-    ``cupyx.scatter_add``, atomic on the GPU). ``a`` must be a flat view (modified in place)."""
+    """``a[indices] += values`` with repeated indices accumulated (``add.at``: NumPy's, or
+    CuPy's, atomic on the GPU). ``indices`` is one integer array indexing ``a``'s first axis
+    (``a`` flat, or rows of ``a`` with ``values`` one row per index); ``a`` is modified in
+    place. Complex ``a`` must be flat (the GPU's atomics are per real component)."""
     if _is_cupy(a):  # pragma: no cover - GPU only
-        import cupyx
-
-        if a.dtype.kind == "c":  # atomics are per real component
+        if a.dtype.kind == "c":
             ar = a.view(a.real.dtype)
-            cupyx.scatter_add(ar, 2 * indices, values.real.astype(ar.dtype))
-            cupyx.scatter_add(ar, 2 * indices + 1, values.imag.astype(ar.dtype))
+            _cupy.add.at(ar, 2 * indices, values.real.astype(ar.dtype))
+            _cupy.add.at(ar, 2 * indices + 1, values.imag.astype(ar.dtype))
         else:
-            cupyx.scatter_add(a, indices, values.astype(a.dtype))
+            _cupy.add.at(a, indices, values.astype(a.dtype, copy=False))
         return
     np.add.at(a, indices, values.astype(a.dtype, copy=False))
 

@@ -268,6 +268,31 @@ def test_backprojection_refuses_a_non_contiguous_accumulator():
         S.backproject_weighted(A, X, C, al, ws, r, np.zeros(len(A), int), geom, acc)
 
 
+def test_array_code_corners_equal_the_per_corner_recipe():
+    """The array code's 8 trilinear corners, computed at once (flat indices, weights), equal
+    the textbook recipe corner by corner: index (z0 + cz, y0 + cy, x0 + cx) of the floor and
+    weight wz·wy·wx, bit for bit; every corner inside the grid."""
+    geom, vols, grid, A, *_ = _engine_inputs(D=20, K=2, seed=5)
+    q, _ = S._slice_coords(A, geom, np)
+    Z, Y, X = grid.shape[:3]
+    rows, w = S._corner_rows(q, geom.off, (Z, Y, X), np)
+    assert rows.shape == w.shape == q.shape[:2] + (8,) and w.dtype == np.float32
+    f = np.floor(q)
+    d = (q - f).astype(np.float32)
+    i = f.astype(np.int64)
+    for c, (cz, cy, cx) in enumerate(np.ndindex(2, 2, 2)):
+        z, y, x = i[..., 2] + cz + geom.off, i[..., 1] + cy + geom.off, i[..., 0] + cx
+        assert (z >= 0).all() and (z < Z).all() and (y >= 0).all() and (y < Y).all()
+        assert (x >= 0).all() and (x < X).all()
+        np.testing.assert_array_equal(rows[..., c], np.ravel_multi_index((z, y, x), (Z, Y, X)))
+        wz = d[..., 2] if cz else 1 - d[..., 2]
+        wy = d[..., 1] if cy else 1 - d[..., 1]
+        wx = d[..., 0] if cx else 1 - d[..., 0]
+        np.testing.assert_array_equal(w[..., c], wz * wy * wx)
+    np.testing.assert_allclose(w.sum(-1), 1, rtol=1e-6)
+    assert S._index_dtype(2**31 - 1) == np.int32 and S._index_dtype(2**31) == np.int64
+
+
 @pytest.mark.parametrize("K", [1, 3])
 def test_slice_stats_kernel_equals_array_code(K):
     """The vectorised gather of class 0 (of K: the class stride) and the shell sums after it."""

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from .. import backend as _fft
-from ..backend import get_array_module, to_numpy
+from ..backend import get_array_module, scatter_add, to_numpy
 from ..errors import ParameterError
 
 __all__ = [
@@ -133,6 +133,12 @@ def shell_sum(values: Any, shell_idx: Any, n_shells: int) -> Any:
     w = hermitian_weights(D, xp)
     vals = (values.astype(xp.float64, copy=False) * w).reshape(-1, shell_idx.size)
     n_batch = vals.shape[0]
+    from .slices import _use_xp
+
+    if _use_xp("auto", xp):  # one scatter: boolean selection and bincount wait for the GPU
+        sums = xp.zeros((n_shells + 1, n_batch), xp.float64)  # row n_shells: the ignored
+        scatter_add(sums, xp.minimum(shell_idx.ravel(), n_shells), vals.T)
+        return sums[:n_shells].T.reshape(lead + (n_shells,))
     idx = shell_idx.ravel()
     keep = idx < n_shells
     idx = idx[keep]

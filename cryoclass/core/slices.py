@@ -77,6 +77,21 @@ class SliceGeometry:
     pad: int = 2
     r_max: float | None = None
 
+    def on(self, xp: Any, name: str, make: Any = None) -> Any:
+        """The geometry constant ``name`` (an attribute, or ``make()`` when given) as an array
+        of ``xp``: on NumPy the array itself; on the GPU a device copy made once per geometry
+        (each call copying it again was a synchronous host-to-device transfer per kernel)."""
+        value = (lambda: getattr(self, name)) if make is None else make
+        if xp is np:
+            return value()
+        cache = self.__dict__.setdefault("_device_cache", {})
+        if name not in cache:
+            cache[name] = xp.asarray(value())
+        return cache[name]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_device_cache"}
+
     @property
     def R(self) -> int:
         """Grid radius in padded units (``pad · Dc / 2``)."""
@@ -251,34 +266,49 @@ def grid_to_volumes(grid: Any, geom: SliceGeometry, gridding_correction: bool = 
 # --------------------------------------------------------------------------- array-code twin
 def _slice_coords(A: Any, geom: SliceGeometry, xp: Any) -> tuple[Any, Any]:
     """Padded coordinates ``q (n, M, 3)`` (flipped to q_x ≥ 0) and the flip sign ``(n, M)``."""
-    kx, ky = xp.asarray(geom.kx), xp.asarray(geom.ky)
+    kx, ky = geom.on(xp, "kx"), geom.on(xp, "ky")
     A = xp.asarray(A, dtype=np.float32)
     q = geom.pad * (A[:, 0, None, :] * kx[None, :, None] + A[:, 1, None, :] * ky[None, :, None])
     sgn = xp.where(q[..., 0] < 0, -1.0, 1.0).astype(np.float32)
     return q * sgn[..., None], sgn
 
 
-def _corners(q: Any, off: int, xp: Any):
-    """Yield ``(z, y, x, weight)`` index arrays and trilinear weights for the 8 corners."""
+def _index_dtype(size: int) -> Any:
+    """int32 flat indices where they fit (half the index traffic on the GPU), else int64."""
+    return np.int32 if size < 2**31 else np.int64
+
+
+def _corner_rows(q: Any, off: int, shape: tuple[int, int, int], xp: Any) -> tuple[Any, Any]:
+    """The 8 trilinear corners at once: flat grid-point indices ``(n, M, 8)`` into a
+    ``(Z, Y, X)`` grid and their weights ``(n, M, 8)`` float32 (corner ``cz·4 + cy·2 + cx``;
+    weight ``wz·wy·wx``, each factor ``d`` or ``1 − d`` of the fractional coordinate, as the
+    Numba kernels compute it). A handful of array operations, not eight rounds of them: on the
+    GPU each operation is a kernel launch, and launches were where the array code spent its
+    time (cProfile of a GPU job, 2026-12-04)."""
+    Z, Y, X = shape
     f = xp.floor(q)
     d = (q - f).astype(np.float32)
-    i = f.astype(np.int64)
-    for cz in (0, 1):
-        wz = d[..., 2] if cz else 1 - d[..., 2]
-        for cy in (0, 1):
-            wy = d[..., 1] if cy else 1 - d[..., 1]
-            for cx in (0, 1):
-                wx = d[..., 0] if cx else 1 - d[..., 0]
-                yield i[..., 2] + cz + off, i[..., 1] + cy + off, i[..., 0] + cx, wz * wy * wx
+    it = _index_dtype(Z * Y * X)
+    i = f.astype(it)
+    base = ((i[..., 2] + off) * Y + (i[..., 1] + off)) * X + i[..., 0]
+    step = np.array([(cz * Y + cy) * X + cx for cz in (0, 1) for cy in (0, 1) for cx in (0, 1)])
+    rows = base[..., None] + xp.asarray(step.astype(it))
+    lo = 1 - d
+    wz = xp.stack([lo[..., 2], d[..., 2]], axis=-1)
+    wy = xp.stack([lo[..., 1], d[..., 1]], axis=-1)
+    wx = xp.stack([lo[..., 0], d[..., 0]], axis=-1)
+    w = wz[..., :, None, None] * wy[..., None, :, None] * wx[..., None, None, :]
+    return rows, w.reshape(w.shape[:-3] + (8,))
 
 
 def _gather_xp(grid: Any, A: Any, geom: SliceGeometry) -> Any:
     """Slices of all K classes ``(n, M, K)`` complex64 (array code; NumPy or CuPy)."""
     xp = get_array_module(grid)
     q, sgn = _slice_coords(A, geom, xp)
-    out = xp.zeros(q.shape[:2] + (grid.shape[-1],), dtype=np.complex64)
-    for z, y, x, w in _corners(q, geom.off, xp):
-        out += w[..., None] * grid[z, y, x]
+    K = grid.shape[-1]
+    rows, w = _corner_rows(q, geom.off, grid.shape[:3], xp)
+    vals = grid.reshape(-1, K)[rows]  # (n, M, 8, K)
+    out = (w[..., None] * vals).sum(axis=2, dtype=np.complex64)
     return xp.where((sgn < 0)[..., None], xp.conj(out), out)
 
 
@@ -291,6 +321,8 @@ def _loglik_xp(grid, A, X, C, alpha, wsig, geom):
 
 
 def _backproject_xp(A, X, C, alpha, wsig, r, half, geom, acc, rmin):
+    """Scatter-add into ``acc (2, Z, Y, X, K, 3)``: one (atomic on the GPU) scatter of every
+    particle pixel's 8 corners × K classes × (Re, Im, weight) rows."""
     xp = get_array_module(acc, X)
     q, sgn = _slice_coords(A, geom, xp)
     c = alpha[:, None] * C
@@ -299,15 +331,16 @@ def _backproject_xp(A, X, C, alpha, wsig, r, half, geom, acc, rmin):
     wv = c * c * wsig[None, :]
     rr = xp.where(r >= rmin, r, 0).astype(np.float32)
     Z, Y, Xs, K = acc.shape[1:5]
-    kk = xp.arange(K)
-    h = xp.asarray(half, dtype=np.int64)[:, None]
-    flat_acc = acc.reshape(-1)
-    for z, y, x, w in _corners(q, geom.off, xp):
-        base = (((((h * Z + z) * Y + y) * Xs + x)[..., None]) * K + kk) * 3
-        wr = w[..., None] * rr[:, None, :]
-        vals = wr * data[..., None]
-        for j, v in enumerate((vals.real, vals.imag, wr * wv[..., None])):
-            scatter_add(flat_acc, (base + j).reshape(-1), v.reshape(-1))
+    it = _index_dtype(acc.size)
+    rows, w = _corner_rows(q, geom.off, (Z, Y, Xs), xp)
+    h = xp.asarray(half).astype(it) * it(Z * Y * Xs)
+    rows = ((rows + h[:, None, None])[..., None] * it(K) + xp.arange(K, dtype=it)).reshape(-1)
+    wr = w[..., None] * rr[:, None, None, :]  # (n, M, 8, K)
+    vals = xp.empty(wr.shape + (3,), np.float32)
+    xp.multiply(wr, data.real[..., None, None], out=vals[..., 0])
+    xp.multiply(wr, data.imag[..., None, None], out=vals[..., 1])
+    xp.multiply(wr, wv[..., None, None], out=vals[..., 2])
+    scatter_add(acc.reshape(-1, 3), rows, vals.reshape(-1, 3))
 
 
 def new_accumulator(geom: SliceGeometry, K: int, xp: Any = np) -> Any:
@@ -586,18 +619,21 @@ def slice_stats(
     if _use_xp(impl, xp):
         V = _gather_xp(grid[..., :1], A, geom)[..., 0]
         P = C * V
-        w = xp.asarray(geom.weight)[None, :]
-        sh = xp.asarray(geom.shell)
-        out = []
-        for val in (X.real**2 + X.imag**2, (X.conj() * P).real, P.real**2 + P.imag**2):
-            acc = xp.zeros((n, S), np.float64)
-            for s in range(S):
-                acc[:, s] = xp.sum((w * val)[:, sh == s], axis=1)
-            out.append(acc)
+        # per-shell sums as one product with the (M, S) shell indicator (no loop over shells:
+        # on the GPU each boolean selection waited for the device)
+        onehot = geom.on(xp, f"shell_onehot_{S}", lambda: _shell_onehot(geom, S))
+        vals = (X.real**2 + X.imag**2, (X.conj() * P).real, P.real**2 + P.imag**2)
+        out = [v.astype(np.float64) @ onehot for v in vals]
         return out[0], out[1], out[2]
     sxx, sxp, spp = (np.zeros((n, S), np.float64) for _ in range(3))
     _slice_stats_numba(_verified_slice_stats_kernel(), grid, A, X, C, geom, (sxx, sxp, spp))
     return sxx, sxp, spp
+
+
+def _shell_onehot(geom: SliceGeometry, S: int) -> np.ndarray:
+    """``(M, S)`` float64: each disc pixel's Hermitian weight in its shell's column."""
+    onehot = geom.shell[:, None] == np.arange(S)[None, :]
+    return onehot * geom.weight.astype(np.float64)[:, None]
 
 
 def _slice_stats_numba(kernel, grid, A, X, C, geom, out) -> None:

@@ -27,11 +27,12 @@ from typing import Any
 import numpy as np
 
 from .. import backend as _fft
-from ..backend import get_array_module, to_numpy
+from ..backend import get_array_module, scatter_add, to_numpy
 from ..core.fsc import fsc_batched, ssnr_from_fsc
 from ..core.slices import (
     SliceGeometry,
     _gridding_apodisation,
+    _use_xp,
     grid_to_volumes,
     new_accumulator,
 )
@@ -92,22 +93,33 @@ def _folded(a: Any) -> Any:
     return out
 
 
+def _grid_shell_upto(geom: SliceGeometry, xp: Any) -> Any:
+    """``(Z, Y, X)`` shell of each grid point, ``n_shells`` for every point beyond the last
+    (as an array of ``xp``, made once per geometry)."""
+    S = geom.n_shells
+    return geom.on(xp, "grid_shell_upto", lambda: np.minimum(geom.grid_shell, S))
+
+
 def shell_mean(grid: Any, geom: SliceGeometry) -> np.ndarray:
     """Mean of a real grid ``(Z, Y, X, K)`` over each resolution shell → ``(K, S)`` float64."""
     xp = get_array_module(grid)
-    sh = xp.asarray(geom.grid_shell).ravel()
-    S = geom.n_shells
-    K = grid.shape[-1]
-    flat = grid.reshape(-1, K)
-    keep = sh < S
-    counts = xp.bincount(sh[keep], minlength=S).astype(np.float64)
-    out = xp.stack(
-        [
-            xp.bincount(sh[keep], weights=flat[keep, k].astype(np.float64), minlength=S)
-            for k in range(K)
-        ]
-    )
-    return to_numpy(out / xp.maximum(counts, 1.0)[None, :])
+    S, K = geom.n_shells, grid.shape[-1]
+    sh = _grid_shell_upto(geom, xp).ravel()
+    counts = geom.on(xp, "grid_shell_counts", lambda: _grid_shell_counts(geom))
+    flat = grid.reshape(-1, K).astype(np.float64)
+    if _use_xp("auto", xp):  # one scatter (a bincount waits for the GPU to give its maximum)
+        sums = xp.zeros((S + 1, K), np.float64)
+        scatter_add(sums, sh, flat)
+        sums = sums.T
+    else:
+        sums = np.stack([np.bincount(sh, weights=flat[:, k], minlength=S + 1) for k in range(K)])
+    return to_numpy(sums[:, :S] / xp.maximum(counts, 1.0)[None, :])
+
+
+def _grid_shell_counts(geom: SliceGeometry) -> np.ndarray:
+    """``(S,)`` float64 number of grid points in each shell."""
+    sh = _grid_shell_upto(geom, np).ravel()
+    return np.bincount(sh, minlength=geom.n_shells + 1)[: geom.n_shells].astype(np.float64)
 
 
 def _solve(num: Any, wgt: Any, reg: np.ndarray, geom: SliceGeometry, contrast: bool = False) -> Any:
@@ -116,8 +128,7 @@ def _solve(num: Any, wgt: Any, reg: np.ndarray, geom: SliceGeometry, contrast: b
     reg_k)`` against the pooled, unregularised mean ``c = Σ_j num_j / Σ_j wgt_j`` of all
     classes at the grid point (see :class:`ConsensusPrior`)."""
     xp = get_array_module(num)
-    S = geom.n_shells
-    sh = xp.asarray(np.minimum(geom.grid_shell, S))  # S = "outside"
+    sh = _grid_shell_upto(geom, xp)
     reg_ext = np.concatenate([reg, np.full((reg.shape[0], 1), np.inf)], axis=1)  # (K, S+1)
     regg = xp.asarray(reg_ext.T.astype(np.float32))[sh]  # (Z, Y, X, K)
     finite = xp.isfinite(regg)
@@ -127,14 +138,11 @@ def _solve(num: Any, wgt: Any, reg: np.ndarray, geom: SliceGeometry, contrast: b
         out = (num - wgt * pooled) / (wgt + regg)
     else:
         out = num / (wgt + regg)
-    out[~finite] = 0
-    return out
+    return xp.where(finite, out, 0)  # (a masked assignment would wait for the GPU)
 
 
 def _fused(stats: ClassStats) -> bool:
     """Whether the Numba solve kernels apply (NumPy arrays and not the array-code path)."""
-    from ..core.slices import _use_xp
-
     return not _use_xp("auto", get_array_module(stats.acc))
 
 
