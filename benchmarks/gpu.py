@@ -83,8 +83,9 @@ def machine() -> dict[str, Any]:
     except Exception as e:  # noqa: BLE001 - reported, not fatal
         info["cupy_error"] = repr(e)
     try:
+        # "-dirty": the tree differs from that commit (a copied tree: say which it was)
         info["git_commit"] = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+            ["git", "describe", "--always", "--dirty"], cwd=REPO, capture_output=True, text=True
         ).stdout.strip()
     except OSError:
         info["git_commit"] = None

@@ -293,6 +293,30 @@ def test_array_code_corners_equal_the_per_corner_recipe():
     assert S._index_dtype(2**31 - 1) == np.int32 and S._index_dtype(2**31) == np.int64
 
 
+def test_array_code_batches_give_the_unbatched_result(monkeypatch):
+    """Split into particle batches (a tiny :data:`CORNER_BATCH`: one particle each), the
+    array code's slices and back-projection equal one batch bit for bit (same order of
+    additions)."""
+    geom, vols, grid, A, X, C, al, ws = _engine_inputs(D=16, K=3, seed=6)
+    n = len(A)
+    r = np.random.default_rng(6).dirichlet(np.ones(3), n).astype(np.float32)
+    half = (np.arange(n) % 2).astype(np.int64)
+
+    def run():
+        acc = S.new_accumulator(geom, 3)
+        S._backproject_xp(A, X, C, al, ws, r, half, geom, acc, 1e-4)
+        return S._gather_xp(grid, A, geom), acc
+
+    v1, acc1 = run()
+    assert len(S._batches(n, geom.M * 8 * 3)) == 1
+    monkeypatch.setattr(S, "CORNER_BATCH", geom.M * 8 * 3 * 2 - 1)
+    assert len(S._batches(n, geom.M * 8 * 3)) == n
+    v2, acc2 = run()
+    np.testing.assert_array_equal(v1, v2)
+    np.testing.assert_array_equal(acc1, acc2)
+    assert np.abs(acc1).max() > 0
+
+
 @pytest.mark.parametrize("K", [1, 3])
 def test_slice_stats_kernel_equals_array_code(K):
     """The vectorised gather of class 0 (of K: the class stride) and the shell sums after it."""

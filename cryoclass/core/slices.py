@@ -301,9 +301,27 @@ def _corner_rows(q: Any, off: int, shape: tuple[int, int, int], xp: Any) -> tupl
     return rows, w.reshape(w.shape[:-3] + (8,))
 
 
+#: Particle·pixel·corner·class entries per batch of the array code, so that its temporaries
+#: (float32 Re/Im/weight rows, their int32 indices, the weights) stay under ~1 GB whatever the
+#: box and K. At box 64, K = 3 a chunk of 1024 particles is one batch.
+CORNER_BATCH = 2**25
+
+
+def _batches(n: int, per_particle: int) -> list[slice]:
+    """Consecutive particle ranges of at most :data:`CORNER_BATCH` entries each."""
+    step = max(1, CORNER_BATCH // max(1, per_particle))
+    return [slice(s, min(s + step, n)) for s in range(0, n, step)]
+
+
 def _gather_xp(grid: Any, A: Any, geom: SliceGeometry) -> Any:
     """Slices of all K classes ``(n, M, K)`` complex64 (array code; NumPy or CuPy)."""
     xp = get_array_module(grid)
+    K = grid.shape[-1]
+    parts = [_gather_batch(grid, A[b], geom, xp) for b in _batches(len(A), geom.M * 8 * K)]
+    return parts[0] if len(parts) == 1 else xp.concatenate(parts)
+
+
+def _gather_batch(grid: Any, A: Any, geom: SliceGeometry, xp: Any) -> Any:
     q, sgn = _slice_coords(A, geom, xp)
     K = grid.shape[-1]
     rows, w = _corner_rows(q, geom.off, grid.shape[:3], xp)
@@ -321,8 +339,14 @@ def _loglik_xp(grid, A, X, C, alpha, wsig, geom):
 
 
 def _backproject_xp(A, X, C, alpha, wsig, r, half, geom, acc, rmin):
-    """Scatter-add into ``acc (2, Z, Y, X, K, 3)``: one (atomic on the GPU) scatter of every
-    particle pixel's 8 corners × K classes × (Re, Im, weight) rows."""
+    """Scatter-add into ``acc (2, Z, Y, X, K, 3)``: per batch of particles (:func:`_batches`),
+    one (atomic on the GPU) scatter of every particle pixel's 8 corners × K classes × (Re, Im,
+    weight) rows."""
+    for b in _batches(len(A), geom.M * 8 * acc.shape[4]):
+        _backproject_batch(A[b], X[b], C[b], alpha[b], wsig, r[b], half[b], geom, acc, rmin)
+
+
+def _backproject_batch(A, X, C, alpha, wsig, r, half, geom, acc, rmin):
     xp = get_array_module(acc, X)
     q, sgn = _slice_coords(A, geom, xp)
     c = alpha[:, None] * C
