@@ -105,7 +105,7 @@ def shell_mean(grid: Any, geom: SliceGeometry) -> np.ndarray:
     xp = get_array_module(grid)
     S, K = geom.n_shells, grid.shape[-1]
     sh = _grid_shell_upto(geom, xp).ravel()
-    counts = geom.on(xp, "grid_shell_counts", lambda: _grid_shell_counts(geom))
+    counts = geom.on(xp, "grid_shell_counts", lambda: _shell_counts(geom))
     flat = grid.reshape(-1, K).astype(np.float64)
     if _use_xp("auto", xp):  # one scatter (a bincount waits for the GPU to give its maximum)
         sums = xp.zeros((S + 1, K), np.float64)
@@ -114,12 +114,6 @@ def shell_mean(grid: Any, geom: SliceGeometry) -> np.ndarray:
     else:
         sums = np.stack([np.bincount(sh, weights=flat[:, k], minlength=S + 1) for k in range(K)])
     return to_numpy(sums[:, :S] / xp.maximum(counts, 1.0)[None, :])
-
-
-def _grid_shell_counts(geom: SliceGeometry) -> np.ndarray:
-    """``(S,)`` float64 number of grid points in each shell."""
-    sh = _grid_shell_upto(geom, np).ravel()
-    return np.bincount(sh, minlength=geom.n_shells + 1)[: geom.n_shells].astype(np.float64)
 
 
 def _solve(num: Any, wgt: Any, reg: np.ndarray, geom: SliceGeometry, contrast: bool = False) -> Any:
