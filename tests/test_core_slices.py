@@ -268,6 +268,28 @@ def test_backprojection_refuses_a_non_contiguous_accumulator():
         S.backproject_weighted(A, X, C, al, ws, r, np.zeros(len(A), int), geom, acc)
 
 
+def test_geometry_constants_on_a_device_are_made_once_and_not_pickled():
+    """``SliceGeometry.on``: on NumPy the constant itself; for another array module a copy made
+    once per geometry (a stand-in module counts the copies); a pickled geometry carries no
+    device copies and equals the original."""
+    import pickle
+    from types import SimpleNamespace
+
+    geom = S.SliceGeometry(12, 2)
+    assert geom.on(np, "kx") is geom.kx
+    made = []
+    fake_xp = SimpleNamespace(asarray=lambda a: made.append(a) or np.array(a))
+    a = geom.on(fake_xp, "kx")
+    b = geom.on(fake_xp, "kx")
+    c = geom.on(fake_xp, "twice_ky", lambda: 2 * geom.ky)
+    assert a is b and len(made) == 2
+    np.testing.assert_array_equal(a, geom.kx)
+    np.testing.assert_array_equal(c, 2 * geom.ky)
+    back = pickle.loads(pickle.dumps(geom))
+    assert back == geom and "_device_cache" not in back.__dict__
+    np.testing.assert_array_equal(back.kx, geom.kx)
+
+
 def test_array_code_corners_equal_the_per_corner_recipe():
     """The array code's 8 trilinear corners, computed at once (flat indices, weights), equal
     the textbook recipe corner by corner: index (z0 + cz, y0 + cy, x0 + cx) of the floor and

@@ -192,7 +192,7 @@ pd.DataFrame(
 # array-code twin, gathers and atomic scatter-adds, that CuPy runs). Measured on an NVIDIA H200
 # (`benchmarks/RESULTS.md`): 0.7-2.5 s per job at N = 5 000-20 000, box 64, K = 3, 2-3x
 # faster than 16 CPU cores, the same classes. Install the extra on a machine with an NVIDIA GPU
-# and CUDA 12 (for CUDA 13, `pip install cupy-cuda13x` instead):
+# and CUDA 12 (for CUDA 13, `pip install 'cryoclass[gpu-cuda13]'` instead):
 #
 # ```bash
 # pip install 'cryoclass[gpu]'          # cupy-cuda12x
