@@ -91,6 +91,22 @@ def test_form_shows_field_errors_not_tracebacks():
     assert isinstance(p, ClassificationParams) and p.symmetry == "D2" and p.n_classes == 4
 
 
+def test_choosing_the_gpu_without_one_is_flagged_beside_the_field(monkeypatch):
+    """'gpu' on a machine without a usable GPU: the form says so beside ``device`` before any
+    job starts; with a GPU (stand-in) the same choice validates."""
+    from cryoclass import backend
+
+    panel = SetupPanel(DemoParticles(100, box=48))
+    monkeypatch.setattr(backend, "cupy_available", lambda: False)
+    panel.fields["device"].value = "gpu"
+    assert panel.validate() is None and "no usable GPU" in panel.errors["device"].value
+    monkeypatch.setattr(backend, "cupy_available", lambda: True)
+    p = panel.validate()
+    assert p is not None and p.device == "gpu" and panel.errors["device"].value == ""
+    panel.fields["device"].value = "cpu"
+    assert panel.validate() is not None
+
+
 def test_filter_resolution_shows_box_and_pixel_size():
     panel = SetupPanel(DemoParticles(100, box=48, pixel_size_A=2.0))
     panel.fields["filter_res_A"].value = 8.0

@@ -27,6 +27,7 @@ from typing import Any
 import ipywidgets as W
 import numpy as np
 
+from cryoclass import backend
 from cryoclass.conventions import classification_box
 from cryoclass.errors import ParameterError
 from cryoclass.params import GUIDANCE_FILTER_RES, ClassificationParams, param_info
@@ -447,6 +448,12 @@ class SetupPanel:
             return None
         except (TypeError, ValueError) as e:
             self.errors["n_classes"].value = html.escape(str(e))
+            return None
+        if params.device == "gpu" and not backend.cupy_available():
+            self.errors["device"].value = html.escape(
+                "no usable GPU here: needs an NVIDIA GPU and CuPy "
+                "(pip install 'cryoclass[gpu]'); choose 'cpu'"
+            )
             return None
         g = self.geometry()
         if g is not None:
