@@ -257,6 +257,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="gpu.json")
     a = p.parse_args(argv)
     a._cli_done = False
+    from cryoclass.backend import cupy_available
+
+    if "gpu" in a.devices and not cupy_available():
+        print("no usable GPU (CuPy with an NVIDIA GPU): CPU jobs only", flush=True)
+        a.devices = [d for d in a.devices if d != "gpu"]
+        a.cli = a.cli and a.cli_device != "gpu"
     Path(a.workdir).mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     res: dict[str, Any] = {
