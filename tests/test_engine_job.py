@@ -66,6 +66,11 @@ def test_events_and_diagnostics(ds, base_result):
     assert np.allclose(res.posteriors.sum(1), 1, atol=1e-5)
     assert res.diff_slices().shape == (3, 3, res.box_c, res.box_c)
     assert len(res.class_flow()) == len(fem) - 1
+    # one clock: every event's time_s counts from the job's start, so they never go back
+    # (the EM phases once counted from after the preprocessing)
+    times = [e.time_s for e in events]
+    assert all(b >= a for a, b in zip(times, times[1:])), times
+    assert times[0] < 0.5 * times[-1]
 
 
 def test_force_hard_gives_one_hot_posteriors(ds):

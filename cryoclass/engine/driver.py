@@ -60,12 +60,15 @@ class Driver:
         check: Callable[[], None],
         save: Callable[[EMState], None],
         inputs: dict[str, Any],
+        t0: float | None = None,
     ):
+        """``t0``: the job's start (``time.perf_counter()``), the origin of the events'
+        ``time_s`` (default: now)."""
         self.prob, self.p, self.xp, self.st = prob, params, xp, state
         self.emit, self.check, self.save, self.inputs = emit, check, save, inputs
         self.geom = prob.geom
         self.K = params.n_classes
-        self.t_start = time.perf_counter()
+        self.t_start = time.perf_counter() if t0 is None else t0
         g = self.geom
         self.counts = np.bincount(g.shell, weights=g.weight, minlength=g.n_shells)
         self.sym_ops = inputs.get("sym_ops")

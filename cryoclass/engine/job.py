@@ -308,7 +308,9 @@ class Classification:
                     )
                 )
 
-        driver = Driver(prob, p, self.xp, state, self._emit, self._check_cancel, save, self._inputs)
+        driver = Driver(
+            prob, p, self.xp, state, self._emit, self._check_cancel, save, self._inputs, self._t0
+        )
         try:
             yield from driver.run()
         finally:
