@@ -297,7 +297,7 @@ def test_array_code_corners_equal_the_per_corner_recipe():
     geom, vols, grid, A, *_ = _engine_inputs(D=20, K=2, seed=5)
     q, _ = S._slice_coords(A, geom, np)
     Z, Y, X = grid.shape[:3]
-    rows, w = S._corner_rows(q, geom.off, (Z, Y, X), np)
+    rows, w = S._corner_rows(q, geom, np)
     assert rows.shape == w.shape == q.shape[:2] + (8,) and w.dtype == np.float32
     f = np.floor(q)
     d = (q - f).astype(np.float32)

@@ -278,27 +278,33 @@ def _index_dtype(size: int) -> Any:
     return np.int32 if size < 2**31 else np.int64
 
 
-def _corner_rows(q: Any, off: int, shape: tuple[int, int, int], xp: Any) -> tuple[Any, Any]:
-    """The 8 trilinear corners at once: flat grid-point indices ``(n, M, 8)`` into a
-    ``(Z, Y, X)`` grid and their weights ``(n, M, 8)`` float32 (corner ``cz·4 + cy·2 + cx``;
-    weight ``wz·wy·wx``, each factor ``d`` or ``1 − d`` of the fractional coordinate, as the
-    Numba kernels compute it). A handful of array operations, not eight rounds of them: on the
-    GPU each operation is a kernel launch, and launches were where the array code spent its
-    time (cProfile of a GPU job, 2026-12-04)."""
-    Z, Y, X = shape
+def _corner_rows(q: Any, geom: SliceGeometry, xp: Any) -> tuple[Any, Any]:
+    """The 8 trilinear corners at once: flat indices ``(n, M, 8)`` into the ``geom.grid_shape``
+    grid and their weights ``(n, M, 8)`` float32 (corner ``cz·4 + cy·2 + cx``; weight
+    ``wz·wy·wx``, each factor ``d`` or ``1 − d`` of the fractional coordinate, as the Numba
+    kernels compute it). A handful of array operations, not eight rounds of them: on the GPU
+    each operation is a kernel launch, and launches were where the array code spent its time
+    (cProfile of a GPU job, 2026-12-04); the corner offsets are copied to the GPU once."""
+    Z, Y, X = geom.grid_shape
     f = xp.floor(q)
     d = (q - f).astype(np.float32)
     it = _index_dtype(Z * Y * X)
     i = f.astype(it)
-    base = ((i[..., 2] + off) * Y + (i[..., 1] + off)) * X + i[..., 0]
-    step = np.array([(cz * Y + cy) * X + cx for cz in (0, 1) for cy in (0, 1) for cx in (0, 1)])
-    rows = base[..., None] + xp.asarray(step.astype(it))
-    lo = 1 - d
-    wz = xp.stack([lo[..., 2], d[..., 2]], axis=-1)
-    wy = xp.stack([lo[..., 1], d[..., 1]], axis=-1)
-    wx = xp.stack([lo[..., 0], d[..., 0]], axis=-1)
-    w = wz[..., :, None, None] * wy[..., None, :, None] * wx[..., None, None, :]
+    base = ((i[..., 2] + geom.off) * Y + (i[..., 1] + geom.off)) * X + i[..., 0]
+    step = geom.on(xp, f"corner_steps_{np.dtype(it).name}", lambda: _corner_steps(geom, it))
+    rows = base[..., None] + step
+    f01 = xp.empty(d.shape + (2,), np.float32)  # (n, M, axis x/y/z, factor for bit 0/1)
+    xp.subtract(1, d, out=f01[..., 0])
+    f01[..., 1] = d
+    w = f01[..., 2, :, None, None] * f01[..., 1, None, :, None] * f01[..., 0, None, None, :]
     return rows, w.reshape(w.shape[:-3] + (8,))
+
+
+def _corner_steps(geom: SliceGeometry, it: Any) -> np.ndarray:
+    """``(8,)`` flat-index offsets of the corners from corner (0, 0, 0)."""
+    _, Y, X = geom.grid_shape
+    bits = [(cz, cy, cx) for cz in (0, 1) for cy in (0, 1) for cx in (0, 1)]
+    return np.array([(cz * Y + cy) * X + cx for cz, cy, cx in bits], dtype=it)
 
 
 #: Particle·pixel·corner·class entries per batch of the array code, so that its temporaries
@@ -317,6 +323,8 @@ def _gather_xp(grid: Any, A: Any, geom: SliceGeometry) -> Any:
     """Slices of all K classes ``(n, M, K)`` complex64 (array code; NumPy or CuPy)."""
     xp = get_array_module(grid)
     K = grid.shape[-1]
+    if grid.shape[:3] != geom.grid_shape:
+        raise ValueError(f"grid {grid.shape[:3]} is not the geometry's {geom.grid_shape}")
     parts = [_gather_batch(grid, A[b], geom, xp) for b in _batches(len(A), geom.M * 8 * K)]
     return parts[0] if len(parts) == 1 else xp.concatenate(parts)
 
@@ -324,7 +332,7 @@ def _gather_xp(grid: Any, A: Any, geom: SliceGeometry) -> Any:
 def _gather_batch(grid: Any, A: Any, geom: SliceGeometry, xp: Any) -> Any:
     q, sgn = _slice_coords(A, geom, xp)
     K = grid.shape[-1]
-    rows, w = _corner_rows(q, geom.off, grid.shape[:3], xp)
+    rows, w = _corner_rows(q, geom, xp)
     vals = grid.reshape(-1, K)[rows]  # (n, M, 8, K)
     out = (w[..., None] * vals).sum(axis=2, dtype=np.complex64)
     return xp.where((sgn < 0)[..., None], xp.conj(out), out)
@@ -342,6 +350,8 @@ def _backproject_xp(A, X, C, alpha, wsig, r, half, geom, acc, rmin):
     """Scatter-add into ``acc (2, Z, Y, X, K, 3)``: per batch of particles (:func:`_batches`),
     one (atomic on the GPU) scatter of every particle pixel's 8 corners × K classes × (Re, Im,
     weight) rows."""
+    if acc.shape[1:4] != geom.grid_shape:
+        raise ValueError(f"accumulator {acc.shape[1:4]} is not the geometry's {geom.grid_shape}")
     for b in _batches(len(A), geom.M * 8 * acc.shape[4]):
         _backproject_batch(A[b], X[b], C[b], alpha[b], wsig, r[b], half[b], geom, acc, rmin)
 
@@ -356,7 +366,7 @@ def _backproject_batch(A, X, C, alpha, wsig, r, half, geom, acc, rmin):
     rr = xp.where(r >= rmin, r, 0).astype(np.float32)
     Z, Y, Xs, K = acc.shape[1:5]
     it = _index_dtype(acc.size)
-    rows, w = _corner_rows(q, geom.off, (Z, Y, Xs), xp)
+    rows, w = _corner_rows(q, geom, xp)
     h = xp.asarray(half).astype(it) * it(Z * Y * Xs)
     rows = ((rows + h[:, None, None])[..., None] * it(K) + xp.arange(K, dtype=it)).reshape(-1)
     wr = w[..., None] * rr[:, None, None, :]  # (n, M, 8, K)
