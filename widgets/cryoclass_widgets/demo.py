@@ -220,7 +220,7 @@ class DemoJob:
         truth = rng.integers(0, K, N)
         prev_hard = None
         n_total = self.n_oem + self.n_fem
-        records = []
+        records: list[dict[str, Any]] = []
         freq = np.arange(1, Dc // 2 + 1) / (Dc * self.pixel_size_c_A)
         for phase, n_it in (("oem", self.n_oem), ("fem", self.n_fem)):
             self._emit(ev.PhaseStarted, phase, n_it)
@@ -256,7 +256,7 @@ class DemoJob:
                     ]
                 )
                 flow = None
-                if phase == "fem" and it > 0:
+                if phase == "fem" and it > 0 and prev_hard is not None:
                     flow = np.zeros((K, K), np.int64)
                     np.add.at(flow, (prev_hard, hard), 1)
                 pct = 100.0 * (hard != prev_hard).mean() if prev_hard is not None else np.nan

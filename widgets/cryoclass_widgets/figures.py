@@ -254,7 +254,7 @@ def class_histogram_figure(hard_counts: np.ndarray, class_mass: np.ndarray) -> g
 
 
 def class_sizes_figure(
-    iterations: Sequence[int],
+    iterations: Sequence[int] | np.ndarray,
     class_mass: np.ndarray,
     *,
     phases: Sequence[str] | None = None,
@@ -364,9 +364,9 @@ def fsc_figure(
 
 
 def convergence_figure(
-    iterations: Sequence[int],
-    pct_switched: Sequence[float],
-    rms_change: Sequence[float],
+    iterations: Sequence[int] | np.ndarray,
+    pct_switched: Sequence[float] | np.ndarray,
+    rms_change: Sequence[float] | np.ndarray,
     *,
     convergence_pct: float | None = None,
     rms_threshold: float | None = None,
