@@ -80,7 +80,7 @@ class SliceGeometry:
     def on(self, xp: Any, name: str, make: Any = None) -> Any:
         """The geometry constant ``name`` (an attribute, or ``make()`` when given) as an array
         of ``xp``: on NumPy the array itself; on the GPU a device copy made once per geometry
-        (each call copying it again was a synchronous host-to-device transfer per kernel)."""
+        (copying it again at every call was a host-to-device transfer per kernel call)."""
         value = (lambda: getattr(self, name)) if make is None else make
         if xp is np:
             return value()
@@ -309,7 +309,8 @@ def _corner_steps(geom: SliceGeometry, it: Any) -> np.ndarray:
 
 #: Particle·pixel·corner·class entries per batch of the array code, so that its temporaries
 #: (float32 Re/Im/weight rows, their int32 indices, the weights) stay under ~1 GB whatever the
-#: box and K. At box 64, K = 3 a chunk of 1024 particles is one batch.
+#: box and K (counted from the array sizes, not measured). At box 64, K = 3 a chunk of 1024
+#: particles is one batch.
 CORNER_BATCH = 2**25
 
 
@@ -655,7 +656,7 @@ def slice_stats(
         P = C * V
         # per-shell sums as one product with the (M, S) shell indicator (no loop over shells:
         # on the GPU each boolean selection waited for the device)
-        onehot = geom.on(xp, f"shell_onehot_{S}", lambda: _shell_onehot(geom, S))
+        onehot = geom.on(xp, "shell_onehot", lambda: _shell_onehot(geom))
         vals = (X.real**2 + X.imag**2, (X.conj() * P).real, P.real**2 + P.imag**2)
         out = [v.astype(np.float64) @ onehot for v in vals]
         return out[0], out[1], out[2]
@@ -664,9 +665,9 @@ def slice_stats(
     return sxx, sxp, spp
 
 
-def _shell_onehot(geom: SliceGeometry, S: int) -> np.ndarray:
-    """``(M, S)`` float64: each disc pixel's Hermitian weight in its shell's column."""
-    onehot = geom.shell[:, None] == np.arange(S)[None, :]
+def _shell_onehot(geom: SliceGeometry) -> np.ndarray:
+    """``(M, n_shells)`` float64: each disc pixel's Hermitian weight in its shell's column."""
+    onehot = geom.shell[:, None] == np.arange(geom.n_shells)[None, :]
     return onehot * geom.weight.astype(np.float64)[:, None]
 
 
