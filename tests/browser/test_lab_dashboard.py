@@ -378,6 +378,16 @@ def test_stop_stops_a_run(page):
     from playwright.sync_api import expect
 
     status = page.locator(".cc-status")
+    # A run long enough that Stop always lands first: the notebook's 30 F-EM iterations take
+    # ~4 s on CI, less than the browser → kernel → job round trip can be behind the status line
+    # (CI once saw "iteration 22/30" and then "Finished"). Set through the form, as a user would.
+    iters = page.locator(".cc-field-max_fem_iters input")
+    if not iters.is_visible():
+        page.get_by_text("Advanced parameters").click()
+    expect(iters).to_be_visible(timeout=10_000)
+    iters.fill("2000")
+    iters.press("Enter")
+    expect(iters).to_have_value("2000")
     page.locator(".cc-run").click()
     expect(page.locator(".cc-stop")).to_be_enabled(timeout=20_000)  # the new run started
     seen = []
