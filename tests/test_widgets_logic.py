@@ -177,6 +177,13 @@ def test_figures_are_pure_and_carry_the_data():
         [0, 1], [np.nan, 5.0], [0.1, 0.01], convergence_pct=2.0, rms_threshold=0.01
     )
     assert c.data[1].yaxis == "y2" and len(c.layout.shapes) == 2
+    # the log axis is labelled 1–2–5 in plain numbers over the data and the threshold
+    assert list(c.layout.yaxis2.tickvals) == [0.01, 0.02, 0.05, 0.1]
+    assert list(c.layout.yaxis2.ticktext) == ["0.01", "0.02", "0.05", "0.1"]
+    narrow = F.convergence_figure([0, 1], [3.0, 1.0], [0.051, 0.06])
+    assert list(narrow.layout.yaxis2.tickvals) == [0.05, 0.1]  # always two ticks
+    empty = F.convergence_figure([0], [np.nan], [np.nan])
+    assert empty.layout.yaxis2.tickvals is None  # nothing to scale: Plotly's default
     vols = rng.random((2, 16, 16, 16)).astype(np.float32)
     dfig = F.difference_slices_figure(vols, vols.mean(0))
     assert len(dfig.data) == 6

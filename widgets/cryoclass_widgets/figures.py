@@ -363,6 +363,30 @@ def fsc_figure(
     return fig
 
 
+def _log_ticks(values: Sequence[float]) -> dict[str, Any]:
+    """Tick values and labels for a log axis over ``values``: 1–2–5 steps in each decade,
+    labelled as plain numbers ("0.01", "0.02", "0.05"). Plotly's own labels on a log axis that
+    spans less than a few decades are a lone major label ("0.1105069") among bare mantissa
+    digits ("2", "5"). Empty when there is no positive finite value (Plotly's default then)."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v) & (v > 0)]
+    if v.size == 0:
+        return {}
+    lo, hi = float(v.min()), float(v.max())
+    steps = (1.0, 2.0, 5.0) if hi / lo < 1e3 else (1.0,)
+    ticks = [
+        float(f"{m * 10.0**e:.12g}")
+        for e in range(int(np.floor(np.log10(lo))) - 1, int(np.ceil(np.log10(hi))) + 1)
+        for m in steps
+    ]
+    inside = [t for t in ticks if lo / 1.5 <= t <= hi * 1.5]
+    if len(inside) < 2:  # a narrow range: the neighbours on both sides
+        below = [t for t in ticks if t <= lo][-1:]
+        above = [t for t in ticks if t >= hi][:1]
+        inside = sorted(set(below + inside + above))
+    return dict(tickvals=inside, ticktext=[f"{t:g}" for t in inside])
+
+
 def convergence_figure(
     iterations: Sequence[int] | np.ndarray,
     pct_switched: Sequence[float] | np.ndarray,
@@ -422,7 +446,14 @@ def convergence_figure(
     fig.update_layout(
         xaxis=dict(title="iteration"),
         yaxis=dict(title="% switched", rangemode="tozero"),
-        yaxis2=dict(title="RMS change", overlaying="y", side="right", type="log", showgrid=False),
+        yaxis2=dict(
+            title="RMS change",
+            overlaying="y",
+            side="right",
+            type="log",
+            showgrid=False,
+            **_log_ticks([*rms, rms_threshold or np.nan]),
+        ),
         shapes=shapes,
         legend=dict(orientation="h", y=1.08, x=0.5),
     )
