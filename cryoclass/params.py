@@ -22,7 +22,7 @@ from typing import Any
 
 from .errors import ParameterError
 
-__all__ = ["ClassificationParams", "param_info", "GUIDANCE_FILTER_RES"]
+__all__ = ["ClassificationParams", "param_info", "PARAM_GROUPS", "GUIDANCE_FILTER_RES"]
 
 GUIDANCE_FILTER_RES = (
     "Classify at just the resolution needed to see the difference of interest: "
@@ -301,10 +301,93 @@ class ClassificationParams:
         return cls(**d)
 
 
+#: Form groups, in order, and the label of each parameter in them: CryoSPARC's own label where
+#: its job has the parameter (the v4.5 job page), a plain description otherwise. The "common"
+#: parameters come first, then one group per stage of the job.
+PARAM_GROUPS: dict[str, dict[str, str]] = {
+    "Common": {
+        "n_classes": "Number of classes",
+        "filter_res_A": "Filter resolution (Å)",
+        "symmetry": "Symmetry",
+        "init_mode": "Initialization mode",
+        "seed": "Random seed",
+        "device": "Compute device",
+    },
+    "Initialization": {
+        "init_res_A": "Initial resolution (Å)",
+        "init_particles_per_class": "Particles per init reconstruction",
+        "init_restarts": "Initialization candidates",
+        "init_lowres_iters": "Low-res EM iters per candidate",
+        "init_refine_iters": "Max low-res EM iters, kept candidate",
+        "pca_n_reconstructions": "PCA: number of reconstructions",
+        "pca_n_components": "PCA: number of components",
+    },
+    "O-EM": {
+        "oem_learning_rate_init": "O-EM learning rate init",
+        "oem_learning_rate_halflife_pct": "O-EM learning rate halflife (%)",
+        "oem_batch_size_per_class": "O-EM batch size (per class)",
+        "oem_epochs": "Number of O-EM epochs",
+    },
+    "F-EM and convergence": {
+        "max_fem_iters": "Maximum F-EM iterations",
+        "convergence_pct": "Convergence criterion (%)",
+        "rms_change_check": "RMS density change convergence check",
+        "rms_change_threshold": "RMS density change threshold",
+    },
+    "Class similarity": {
+        "class_similarity": "Class similarity",
+        "class_similarity_anneal_start": "Class similarity anneal start iter",
+        "class_similarity_anneal_end": "Class similarity anneal end iter",
+        "auto_tune_class_similarity": "Auto-tune initial class similarity",
+        "target_class_ess_fraction": "Target class ESS fraction",
+        "force_hard": "Force hard classification",
+    },
+    "Scale and regularisation": {
+        "per_particle_scale": "Per-particle scale",
+        "scale_shrinkage": "Shrink optimal scales",
+        "scale_min": "Minimum scale",
+        "scale_max": "Maximum scale",
+        "use_fsc_filter": "Use FSC to filter each class",
+        "shrink_to_consensus": "Regularise towards the consensus",
+        "local_shrink_A": "Local shrinkage width (Å)",
+        "tau2_fudge": "Regularisation parameter T",
+        "highpass_res_A": "High-pass resolution (Å)",
+        "min_class_size": "Minimum class size (re-seed below)",
+    },
+    "Solvent mask": {
+        "mask_threshold": "Threshold (fraction of max)",
+        "mask_dilate_A": "Dilation (Å)",
+        "mask_soft_edge_A": "Soft edge (Å)",
+    },
+    "Output": {
+        "reorder_by_size": "Reorder classes by size",
+        "output_every_fem": "Output data after every F-EM iter",
+    },
+    "Compute": {
+        "pad": "Fourier padding factor",
+        "chunk_size": "Particles per kernel call",
+        "cache_dir": "Particle cache directory",
+        "memory_limit_GB": "Memory limit for particles (GB)",
+    },
+}
+
+
 def param_info() -> list[dict[str, Any]]:
-    """Field descriptions for forms and CLIs: name, type, default, help, section, limits."""
+    """Field descriptions for forms and CLIs: name, type, default, help, section, limits, and
+    the form's ``label`` and ``group`` (:data:`PARAM_GROUPS`)."""
+    where = {n: (g, lab) for g, members in PARAM_GROUPS.items() for n, lab in members.items()}
     out = []
     for f in fields(ClassificationParams):
         t = f.type if isinstance(f.type, str) else f.type.__name__
-        out.append({"name": f.name, "type": t, "default": f.default, **dict(f.metadata)})
+        group, label = where.get(f.name, ("Other", f.name))
+        out.append(
+            {
+                "name": f.name,
+                "type": t,
+                "default": f.default,
+                "label": label,
+                "group": group,
+                **dict(f.metadata),
+            }
+        )
     return out

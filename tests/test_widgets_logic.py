@@ -27,7 +27,12 @@ from cryoclass_widgets.viewers import VolumeViewer, display_volume, match_shape 
 
 from cryoclass import events as ev  # noqa: E402
 from cryoclass.errors import InputFileError  # noqa: E402
-from cryoclass.params import GUIDANCE_FILTER_RES, ClassificationParams, param_info  # noqa: E402
+from cryoclass.params import (  # noqa: E402
+    GUIDANCE_FILTER_RES,
+    PARAM_GROUPS,
+    ClassificationParams,
+    param_info,
+)
 
 OUR_THREADS = ("cryoclass-dashboard-updater", "cryoclass-demo-job")
 
@@ -62,13 +67,19 @@ def test_form_is_generated_from_param_info():
     assert set(panel.fields) == {i["name"] for i in infos}
     for i in infos:
         w = panel.fields[i["name"]]
-        assert w.tooltip == i["help"]
-        assert w.description == i["name"]
+        assert w.tooltip == f"{i['name']}: {i['help']}"  # the name to use in code, then help
+        assert w.description == i["label"] and i["label"] != i["name"]
         if i["name"] != "filter_res_A":
             assert w.value == i["default"], i["name"]
-    adv = panel.advanced.children[0].children
-    adv_names = {row.children[0].description for row in adv}
-    assert adv_names == {i["name"] for i in infos if i["section"] != "common"}
+    # the advanced parameters: one panel per group, in PARAM_GROUPS order, every one placed
+    groups = [g for g in PARAM_GROUPS if g != "Common"]
+    assert list(panel.advanced.titles) == groups
+    for g, box in zip(groups, panel.advanced.children, strict=True):
+        shown = [row.children[0] for row in box.children]
+        assert [w.description for w in shown] == list(PARAM_GROUPS[g].values())
+        assert all(w is panel.fields[n] for w, n in zip(shown, PARAM_GROUPS[g], strict=True))
+    placed = {n for g in PARAM_GROUPS.values() for n in g}
+    assert placed == {i["name"] for i in infos}  # a new parameter needs a group and a label
     # choices become dropdowns
     assert tuple(panel.fields["init_mode"].options) == ("simple", "pca", "input")
 

@@ -383,7 +383,7 @@ def test_stop_stops_a_run(page):
     # (CI once saw "iteration 22/30" and then "Finished"). Set through the form, as a user would.
     iters = page.locator(".cc-field-max_fem_iters input")
     if not iters.is_visible():
-        page.get_by_text("Advanced parameters").click()
+        page.locator(".cc-advanced").get_by_text("F-EM and convergence").click()
     expect(iters).to_be_visible(timeout=10_000)
     iters.fill("2000")
     iters.press("Enter")

@@ -110,16 +110,16 @@ def _error_html() -> W.HTML:
 def _make_field(info: dict[str, Any]) -> W.ValueWidget:
     name, t, default = info["name"], info["type"], info["default"]
     kw: dict[str, Any] = dict(
-        description=name,
+        description=info.get("label", name),
         value=default,
         style=_LABEL_STYLE,
         layout=_FIELD_LAYOUT,
-        tooltip=info.get("help", ""),
+        tooltip=f"{name}: {info.get('help', '')}",  # the Python/CLI name, then what it does
     )
     if info.get("choices"):
         w: W.ValueWidget = W.Dropdown(options=list(info["choices"]), **kw)
-    elif t == "bool":
-        w = W.Checkbox(indent=True, **kw)
+    elif t == "bool":  # the label sits right of the box: room for the longest one
+        w = W.Checkbox(indent=True, **dict(kw, layout=W.Layout(width="560px")))
     elif t == "int":
         w = W.IntText(**kw)
     elif t == "float":
@@ -182,16 +182,24 @@ class SetupPanel:
         common = ["n_classes", "filter_res_A", "symmetry", "init_mode", "seed", "device"]
         rows = [self._row(n) for n in common if n != "filter_res_A"]
         rows.insert(1, self._filter_box)
-        adv = [self._row(n) for n, i in infos.items() if i.get("section") != "common"]
+        groups: dict[str, list[W.HBox]] = {}
+        for n, i in infos.items():
+            if i.get("section") != "common":
+                groups.setdefault(i.get("group", "Other"), []).append(self._row(n))
+        #: the advanced parameters, one collapsed panel per stage of the job (params.PARAM_GROUPS)
         self.advanced = W.Accordion(
-            children=[W.VBox(adv)], titles=("Advanced parameters",), selected_index=None
+            children=[W.VBox(rows_) for rows_ in groups.values()],
+            titles=tuple(groups),
+            selected_index=None,
         )
+        self.advanced.add_class("cc-advanced")
         self.widget = W.VBox(
             [
                 W.HTML("<h3 style='margin:4px 0'>Setup</h3>"),
                 self._particles_box,
                 self._masks_box,
                 *rows,
+                W.HTML("<b>Advanced parameters</b>", layout=W.Layout(margin="8px 0 0 0")),
                 self.advanced,
             ]
         )
@@ -322,10 +330,10 @@ class SetupPanel:
             value=old.value,
             options=_SYMMETRIES,
             ensure_option=False,
-            description="symmetry",
+            description=old.description,
             style=_LABEL_STYLE,
             layout=_FIELD_LAYOUT,
-            tooltip=self._infos["symmetry"]["help"],
+            tooltip=old.tooltip,
         )
         sym.add_class("cc-field-symmetry")
         self.fields["symmetry"] = sym
