@@ -28,7 +28,7 @@ from typing import Any
 from . import __version__
 from .errors import CryoclassError
 
-__all__ = ["main", "build_parser", "ProgressPrinter"]
+__all__ = ["main", "build_parser", "params_from_args", "parse_setting", "ProgressPrinter"]
 
 
 def _d(name: str) -> Any:
@@ -38,11 +38,24 @@ def _d(name: str) -> Any:
     return ClassificationParams.__dataclass_fields__[name].default
 
 
+def _params_epilog() -> str:
+    """Every parameter's API name and default, by group (for ``--set``)."""
+    from .params import PARAM_GROUPS
+
+    lines = ["parameters for --set NAME=VALUE (API names, defaults), by group:"]
+    for group, members in PARAM_GROUPS.items():
+        items = ", ".join(f"{n}={_d(n)!r}" for n in members)
+        lines.append(f"  {group}: {items}")
+    return "\n".join(lines)
+
+
 def _add_classify(sub: Any) -> None:
     c = sub.add_parser(
         "classify",
         help="3D classification without alignment",
         description="Sort particles with known poses and CTF into K 3D classes (O-EM + F-EM).",
+        epilog=_params_epilog(),
+        formatter_class=_WrappedEpilog,
     )
     c.add_argument("particles", help="RELION .star or CryoSPARC .cs")
     c.add_argument("-K", "--n-classes", dest="n_classes", type=int, required=True)
@@ -135,6 +148,15 @@ def _add_classify(sub: Any) -> None:
         metavar="ADDRESS",
         help="Dask scheduler address (tcp://host:8786): shard particles over its workers",
     )
+    c.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="set any parameter by its API name (listed below), e.g. --set "
+        "pca_n_components=3 --set scale_max=3; repeatable, applied after the other options",
+    )
     c.add_argument("--resume", action="store_true", help="continue from OUTDIR's checkpoint")
     c.add_argument("--overwrite", action="store_true", help="replace a finished OUTDIR")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -171,10 +193,66 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+class _WrappedEpilog(argparse.HelpFormatter):
+    """Help with the epilog's lines kept (each group on its own line, wrapped and indented)."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        import textwrap
+
+        return "\n".join(
+            textwrap.fill(line, width, initial_indent=indent, subsequent_indent=indent + "    ")
+            for line in text.splitlines()
+        )
+
+
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+def parse_setting(text: str) -> tuple[str, Any]:
+    """``NAME=VALUE`` (``--set``) → ``(name, value)`` typed as the parameter's field.
+
+    Raises :class:`~cryoclass.errors.ParameterError` naming the parameter: an unknown name, a
+    missing ``=``, or a value that is not of the parameter's type (limits are checked by
+    :class:`~cryoclass.params.ClassificationParams` itself)."""
+    from .errors import ParameterError
+    from .params import ClassificationParams
+
+    name, sep, raw = text.partition("=")
+    name, raw = name.strip(), raw.strip()
+    if not sep or not name:
+        raise ParameterError(text, "--set takes NAME=VALUE, e.g. --set pca_n_components=3")
+    fields = ClassificationParams.__dataclass_fields__
+    if name not in fields:
+        raise ParameterError(name, "unknown parameter (cryoclass classify --help lists them)")
+    ftype = fields[name].type
+    t: str = ftype if isinstance(ftype, str) else getattr(ftype, "__name__", str(ftype))
+    try:
+        if t == "bool":
+            if raw.lower() not in _TRUE + _FALSE:
+                raise ValueError
+            return name, raw.lower() in _TRUE
+        if t == "int":
+            v = float(raw)
+            if not v.is_integer():
+                raise ValueError
+            return name, int(v)
+        if t == "float":
+            return name, float(raw)
+    except ValueError:
+        kind = {"bool": "true or false", "int": "a whole number", "float": "a number"}[t]
+        raise ParameterError(name, f"must be {kind}, got {raw!r}") from None
+    return name, raw
+
+
 def params_from_args(a: argparse.Namespace) -> Any:
     from .params import ClassificationParams
 
-    return ClassificationParams(
+    settings = dict(parse_setting(s) for s in getattr(a, "settings", None) or [])
+    return ClassificationParams(**{**_params_from_flags(a), **settings})
+
+
+def _params_from_flags(a: argparse.Namespace) -> dict[str, Any]:
+    return dict(
         n_classes=a.n_classes,
         filter_res_A=a.filter_res,
         init_mode=a.init_mode,
