@@ -188,6 +188,11 @@ def test_figures_are_pure_and_carry_the_data():
         [0, 1], [np.nan, 5.0], [0.1, 0.01], convergence_pct=2.0, rms_threshold=0.01
     )
     assert c.data[1].yaxis == "y2" and len(c.layout.shapes) == 2
+    assert list(c.data[0].x) == [1, 2]  # iterations shown from 1, as the CLI counts
+    # the flow plots: 0-based F-EM iteration in (events, records), counted from 1 in the title
+    m = np.array([[5, 1], [0, 4]])
+    assert "into F-EM iteration 2 " in F.sankey_figure(m, iteration=1).layout.title.text + " "
+    assert "(F-EM iteration 2)" in F.flow_matrix_figure(m, iteration=1).layout.title.text
     # the log axis is labelled 1–2–5 in plain numbers over the data and the threshold
     assert list(c.layout.yaxis2.tickvals) == [0.01, 0.02, 0.05, 0.1]
     assert list(c.layout.yaxis2.ticktext) == ["0.01", "0.02", "0.05", "0.1"]

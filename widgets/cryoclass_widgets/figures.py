@@ -115,7 +115,8 @@ def sankey_figure(
     flow : (K, K) array
         ``flow[i, j]`` particles in class ``i`` at the previous iteration and ``j`` now.
     iteration : int, optional
-        F-EM iteration shown in the title.
+        0-based F-EM iteration (as in the events, ``result.class_flow()`` and
+        ``iterations.csv``); the title counts from 1, as the CLI and the status line do.
     colors : list of str, optional
         Class colours (default :func:`class_colors`).
 
@@ -144,7 +145,9 @@ def sankey_figure(
                 col.append(_rgba(colors[i], 0.25 + 0.65 * min(flow[i, j] / off_max, 1.0)))
     labels = [f"{k} (prev)" for k in range(K)] + [f"{k}" for k in range(K)]
     n_sw = int(flow.sum() - np.trace(flow))
-    title = "Class flow" + (f" into F-EM iteration {iteration}" if iteration is not None else "")
+    title = "Class flow" + (
+        f" into F-EM iteration {iteration + 1}" if iteration is not None else ""
+    )
     title += f" — {n_sw} switched"
     fig = go.Figure(
         go.Sankey(
@@ -160,7 +163,8 @@ def sankey_figure(
 def flow_matrix_figure(
     flow: np.ndarray, *, iteration: int | None = None, normalize: bool = True
 ) -> go.Figure:
-    """Class flow matrix: rows = previous class, columns = current class.
+    """Class flow matrix: rows = previous class, columns = current class (``iteration``: as in
+    :func:`sankey_figure`, 0-based, shown from 1).
 
     Each column is the distribution (fraction when ``normalize``) of where the particles now in
     that class came from; counts are in the hover text. Cell text is printed only up to 12 classes,
@@ -188,7 +192,7 @@ def flow_matrix_figure(
         heat,
         layout=_layout(
             "Class flow matrix"
-            + (f" (F-EM iteration {iteration})" if iteration is not None else "")
+            + (f" (F-EM iteration {iteration + 1})" if iteration is not None else "")
         ),
     )
     tick = dict(tickmode="linear", dtick=1 if K <= 30 else 5)
@@ -265,7 +269,8 @@ def class_sizes_figure(
     Parameters
     ----------
     iterations : sequence of int, length T
-        Global iteration numbers (x axis).
+        0-based global iteration numbers (``global_iteration``); the x axis counts from 1, as
+        the CLI does.
     class_mass : (T, K) array
         Effective size of each class at each iteration.
     phases : sequence of str, optional
@@ -274,7 +279,7 @@ def class_sizes_figure(
     mass = np.atleast_2d(np.asarray(class_mass, dtype=float))
     K = mass.shape[1] if mass.size else 0
     colors = list(colors) if colors is not None else class_colors(K)
-    x = list(iterations)
+    x = [int(i) + 1 for i in iterations]  # shown from 1, as the CLI counts
     traces = [
         go.Scatter(
             x=x,
@@ -397,7 +402,7 @@ def convergence_figure(
 ) -> go.Figure:
     """Convergence: % of particles switching class (left axis) and relative RMS volume change
     (right axis, log scale), with the stopping thresholds as dotted lines."""
-    x = list(iterations)
+    x = [int(i) + 1 for i in iterations]  # shown from 1, as the CLI counts
     sw = np.asarray(pct_switched, dtype=float)
     rms = np.asarray(rms_change, dtype=float)
     fig = go.Figure(

@@ -173,7 +173,7 @@ class RunState:
 
     def _on_ClassesReseeded(self, e: ev.ClassesReseeded) -> set[str]:
         self.log.append(
-            f"Iteration {e.iteration}: re-seeded classes {list(e.classes)} ({e.message})"
+            f"Iteration {e.iteration + 1}: re-seeded classes {list(e.classes)} ({e.message})"
         )
         return {"log"}
 
