@@ -181,6 +181,8 @@ def test_figures_are_pure_and_carry_the_data():
     sizes = F.class_sizes_figure([0, 1, 2], rng.random((3, 4)), phases=["oem", "fem", "fem"])
     assert len(sizes.data) == 4 and all(t.stackgroup == "one" for t in sizes.data)
     assert len(sizes.layout.shapes) == 1
+    assert [a.text.strip() for a in sizes.layout.annotations] == ["O-EM", "F-EM"]
+    assert sizes.layout.annotations[0].x == sizes.layout.shapes[0].x0 == 1.5  # F-EM from the 2nd
     freq = np.linspace(0.01, 0.12, 20)
     fsc = F.fsc_figure(freq, rng.random((2, 20)), fsc_res_A=np.array([8.0, np.nan]))
     assert [t.name for t in fsc.data] == ["class 0 (8.0 Å)", "class 1"]

@@ -293,7 +293,8 @@ def class_sizes_figure(
         for k in range(K)
     ]
     fig = go.Figure(traces, layout=_layout("Class sizes over iterations"))
-    shapes = []
+    shapes: list[dict[str, Any]] = []
+    notes: list[dict[str, Any]] = []
     if phases is not None and "fem" in phases:
         i0 = list(phases).index("fem")
         if i0 > 0:
@@ -309,10 +310,26 @@ def class_sizes_figure(
                     line=dict(dash="dot", color="#444"),
                 )
             )
+            # which side is which phase, just above the plot
+            for text, anchor in (("O-EM ", "right"), (" F-EM", "left")):
+                notes.append(
+                    dict(
+                        text=text,
+                        x=x[i0] - 0.5,
+                        y=1.0,
+                        xref="x",
+                        yref="paper",
+                        xanchor=anchor,
+                        yanchor="bottom",
+                        showarrow=False,
+                        font=dict(size=10, color="#444"),
+                    )
+                )
     fig.update_layout(
         xaxis=dict(title="iteration"),
         yaxis=dict(title="effective size"),
         shapes=shapes,
+        annotations=notes,
         showlegend=K <= 12,
     )
     return fig
