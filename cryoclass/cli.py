@@ -28,7 +28,14 @@ from typing import Any
 from . import __version__
 from .errors import CryoclassError
 
-__all__ = ["main", "build_parser", "params_from_args", "parse_setting", "ProgressPrinter"]
+__all__ = [
+    "main",
+    "build_parser",
+    "params_from_args",
+    "parse_setting",
+    "read_params_file",
+    "ProgressPrinter",
+]
 
 
 def _d(name: str) -> Any:
@@ -58,8 +65,9 @@ def _add_classify(sub: Any) -> None:
         formatter_class=_WrappedEpilog,
     )
     c.add_argument("particles", help="RELION .star or CryoSPARC .cs")
-    c.add_argument("-K", "--n-classes", dest="n_classes", type=int, required=True)
-    c.add_argument("--filter-res", type=float, required=True, help="filter resolution (Å)")
+    # required unless --params gives them (checked in params_from_args)
+    c.add_argument("-K", "--n-classes", dest="n_classes", type=int, help="number of classes")
+    c.add_argument("--filter-res", type=float, help="filter resolution (Å)")
     c.add_argument("-o", "--outdir", required=True)
     c.add_argument("--passthrough", help="CryoSPARC passthrough .cs (merged by uid)")
     c.add_argument("--project-dir", help="CryoSPARC/RELION project directory for image paths")
@@ -147,6 +155,14 @@ def _add_classify(sub: Any) -> None:
         "--scheduler",
         metavar="ADDRESS",
         help="Dask scheduler address (tcp://host:8786): shard particles over its workers",
+    )
+    c.add_argument(
+        "--params",
+        dest="params_file",
+        metavar="PARAMS.yaml",
+        help="start from the parameters in this file (a classification's params.yaml, or a "
+        "mapping of parameter names): options that keep their defaults take the file's "
+        "values, options given with other values and --set win",
     )
     c.add_argument(
         "--set",
@@ -244,17 +260,65 @@ def parse_setting(text: str) -> tuple[str, Any]:
     return name, raw
 
 
-def params_from_args(a: argparse.Namespace) -> Any:
+def read_params_file(path: str) -> dict[str, Any]:
+    """The parameters in ``path``: a classification's ``params.yaml`` (its ``params``
+    section) or a YAML mapping of parameter names to values. Raises
+    :class:`~cryoclass.errors.InputFileError` naming the file for a missing, unreadable or
+    malformed file, :class:`~cryoclass.errors.ParameterError` for an unknown name."""
+    import yaml
+
+    from .errors import InputFileError, ParameterError
     from .params import ClassificationParams
 
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = yaml.safe_load(f)
+    except OSError as e:
+        raise InputFileError(path, f"cannot read the parameter file ({e.strerror})") from None
+    except yaml.YAMLError as e:
+        raise InputFileError(path, f"not valid YAML ({str(e).splitlines()[0]})") from None
+    if isinstance(doc, dict) and isinstance(doc.get("params"), dict):
+        doc = doc["params"]  # a params.yaml written by cryoclass
+    if not isinstance(doc, dict):
+        raise InputFileError(path, "expected a mapping of parameter names to values")
+    unknown = sorted(set(doc) - set(ClassificationParams.__dataclass_fields__))
+    if unknown:
+        raise ParameterError(str(unknown[0]), f"unknown parameter in {path}")
+    return dict(doc)
+
+
+def params_from_args(a: argparse.Namespace) -> Any:
+    """The job's parameters from the parsed ``classify`` options: the API defaults, replaced by
+    ``--params FILE`` (if given), replaced by every option given with a non-default value,
+    replaced by ``--set NAME=VALUE``."""
+    from .errors import ParameterError
+    from .params import ClassificationParams
+
+    flags = _params_from_flags(a)
+    params_file = getattr(a, "params_file", None)
+    if not params_file:
+        for name, flag, val in (
+            ("n_classes", "-K", a.n_classes),
+            ("filter_res_A", "--filter-res", a.filter_res),
+        ):
+            if val is None:
+                raise ParameterError(name, f"{flag} is required (or --params FILE that sets it)")
+    else:
+        base = read_params_file(params_file)
+        changed = {k: v for k, v in flags.items() if v != _d(k)}
+        if a.n_classes is not None:  # these two have no default on the command line
+            changed["n_classes"] = a.n_classes
+        if a.filter_res is not None:
+            changed["filter_res_A"] = a.filter_res
+        flags = {**flags, **base, **changed}
     settings = dict(parse_setting(s) for s in getattr(a, "settings", None) or [])
-    return ClassificationParams(**{**_params_from_flags(a), **settings})
+    return ClassificationParams(**{**flags, **settings})
 
 
 def _params_from_flags(a: argparse.Namespace) -> dict[str, Any]:
     return dict(
-        n_classes=a.n_classes,
-        filter_res_A=a.filter_res,
+        n_classes=_d("n_classes") if a.n_classes is None else a.n_classes,
+        filter_res_A=_d("filter_res_A") if a.filter_res is None else a.filter_res,
         init_mode=a.init_mode,
         symmetry=a.symmetry,
         force_hard=a.hard,

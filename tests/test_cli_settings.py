@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from cryoclass.cli import build_parser, params_from_args, parse_setting
-from cryoclass.errors import ParameterError
+from cryoclass.errors import InputFileError, ParameterError
 from cryoclass.params import PARAM_GROUPS, param_info
 
 BASE = ["classify", "p.star", "-K", "3", "--filter-res", "8", "-o", "out"]
@@ -77,3 +77,64 @@ def test_cli_bad_setting_is_one_clear_line(tmp_path):
     )
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "'nope'" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+# --------------------------------------------------------------------------- --params FILE
+def _write(path, text):
+    path.write_text(text)
+    return str(path)
+
+
+def test_params_file_from_a_previous_run(tmp_path):
+    """A classification's params.yaml (the ``params`` section) replaces the defaults; options
+    given with other values and --set win; -K and --filter-res may come from the file."""
+    f = _write(
+        tmp_path / "params.yaml",
+        "cryoclass_version: 0.1.0\ncommand: cryoclass classify p.star -K 4 --filter-res 6\n"
+        "params:\n  n_classes: 4\n  filter_res_A: 6.0\n  max_fem_iters: 9\n  scale_max: 3.0\n"
+        "  oem_epochs: 3\n  use_fsc_filter: false\n",
+    )
+    parse = build_parser().parse_args
+    p = params_from_args(parse(["classify", "p.star", "-o", "o", "--params", f]))
+    assert (p.n_classes, p.filter_res_A, p.max_fem_iters, p.scale_max) == (4, 6.0, 9, 3.0)
+    assert p.oem_epochs == 3 and p.use_fsc_filter is False
+    p = params_from_args(
+        parse(
+            ["classify", "p.star", "-o", "o", "--params", f, "-K", "2", "--max-fem-iters", "5"]
+            + ["--set", "scale_max=2"]
+        )
+    )
+    # -K 2 given (even though 2 is the API default), --max-fem-iters changed, --set last
+    assert (p.n_classes, p.max_fem_iters, p.scale_max, p.filter_res_A) == (2, 5, 2.0, 6.0)
+
+
+def test_params_file_plain_mapping_and_bad_files(tmp_path):
+    f = _write(tmp_path / "p.yaml", "pca_n_components: 3\nfilter_res_A: 7\n")
+    p = _params("--params", f)
+    assert p.pca_n_components == 3 and p.filter_res_A == 8.0  # --filter-res 8 given in BASE
+    for text, words in [
+        ("- 1\n- 2\n", "mapping"),
+        ("a: [1\n", "not valid YAML"),
+    ]:
+        bad = _write(tmp_path / "bad.yaml", text)
+        with pytest.raises(InputFileError, match=words) as e:
+            _params("--params", bad)
+        assert "bad.yaml" in str(e.value)
+    with pytest.raises(InputFileError, match="cannot read"):
+        _params("--params", str(tmp_path / "missing.yaml"))
+    with pytest.raises(ParameterError, match="unknown parameter in") as e:
+        _params("--params", _write(tmp_path / "u.yaml", "n_clases: 3\n"))
+    assert e.value.name == "n_clases"
+
+
+def test_k_and_filter_res_required_without_a_params_file(tmp_path):
+    with pytest.raises(ParameterError, match="-K is required"):
+        params_from_args(build_parser().parse_args(["classify", "p.star", "-o", "o"]))
+    r = subprocess.run(
+        [sys.executable, "-m", "cryoclass.cli", "classify", "p.star", "-K", "3", "-o", "o"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "--filter-res is required" in r.stderr and len(r.stderr.strip().splitlines()) == 1
