@@ -33,7 +33,6 @@ __all__ = [
     "build_parser",
     "params_from_args",
     "parse_setting",
-    "read_params_file",
     "ProgressPrinter",
 ]
 
@@ -260,33 +259,6 @@ def parse_setting(text: str) -> tuple[str, Any]:
     return name, raw
 
 
-def read_params_file(path: str) -> dict[str, Any]:
-    """The parameters in ``path``: a classification's ``params.yaml`` (its ``params``
-    section) or a YAML mapping of parameter names to values. Raises
-    :class:`~cryoclass.errors.InputFileError` naming the file for a missing, unreadable or
-    malformed file, :class:`~cryoclass.errors.ParameterError` for an unknown name."""
-    import yaml
-
-    from .errors import InputFileError, ParameterError
-    from .params import ClassificationParams
-
-    try:
-        with open(path, encoding="utf-8") as f:
-            doc = yaml.safe_load(f)
-    except OSError as e:
-        raise InputFileError(path, f"cannot read the parameter file ({e.strerror})") from None
-    except yaml.YAMLError as e:
-        raise InputFileError(path, f"not valid YAML ({str(e).splitlines()[0]})") from None
-    if isinstance(doc, dict) and isinstance(doc.get("params"), dict):
-        doc = doc["params"]  # a params.yaml written by cryoclass
-    if not isinstance(doc, dict):
-        raise InputFileError(path, "expected a mapping of parameter names to values")
-    unknown = sorted(set(doc) - set(ClassificationParams.__dataclass_fields__))
-    if unknown:
-        raise ParameterError(str(unknown[0]), f"unknown parameter in {path}")
-    return dict(doc)
-
-
 def params_from_args(a: argparse.Namespace) -> Any:
     """The job's parameters from the parsed ``classify`` options: the API defaults, replaced by
     ``--params FILE`` (if given), replaced by every option given with a non-default value,
@@ -304,6 +276,8 @@ def params_from_args(a: argparse.Namespace) -> Any:
             if val is None:
                 raise ParameterError(name, f"{flag} is required (or --params FILE that sets it)")
     else:
+        from .params import read_params_file
+
         base = read_params_file(params_file)
         changed = {k: v for k, v in flags.items() if v != _d(k)}
         if a.n_classes is not None:  # these two have no default on the command line

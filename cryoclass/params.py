@@ -22,7 +22,13 @@ from typing import Any
 
 from .errors import ParameterError
 
-__all__ = ["ClassificationParams", "param_info", "PARAM_GROUPS", "GUIDANCE_FILTER_RES"]
+__all__ = [
+    "ClassificationParams",
+    "param_info",
+    "read_params_file",
+    "PARAM_GROUPS",
+    "GUIDANCE_FILTER_RES",
+]
 
 GUIDANCE_FILTER_RES = (
     "Classify at just the resolution needed to see the difference of interest: "
@@ -391,3 +397,29 @@ def param_info() -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def read_params_file(path: str) -> dict[str, Any]:
+    """The parameters in ``path``: a classification's ``params.yaml`` (its ``params``
+    section) or a YAML mapping of parameter names to values. Raises
+    :class:`~cryoclass.errors.InputFileError` naming the file for a missing, unreadable or
+    malformed file, :class:`~cryoclass.errors.ParameterError` for an unknown name."""
+    import yaml
+
+    from .errors import InputFileError
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = yaml.safe_load(f)
+    except OSError as e:
+        raise InputFileError(path, f"cannot read the parameter file ({e.strerror})") from None
+    except yaml.YAMLError as e:
+        raise InputFileError(path, f"not valid YAML ({str(e).splitlines()[0]})") from None
+    if isinstance(doc, dict) and isinstance(doc.get("params"), dict):
+        doc = doc["params"]  # a params.yaml written by cryoclass
+    if not isinstance(doc, dict):
+        raise InputFileError(path, "expected a mapping of parameter names to values")
+    unknown = sorted(set(doc) - set(ClassificationParams.__dataclass_fields__))
+    if unknown:
+        raise ParameterError(str(unknown[0]), f"unknown parameter in {path}")
+    return dict(doc)

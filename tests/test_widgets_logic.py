@@ -84,6 +84,33 @@ def test_form_is_generated_from_param_info():
     assert tuple(panel.fields["init_mode"].options) == ("simple", "pca", "input")
 
 
+def test_form_loads_a_params_file(tmp_path):
+    panel = SetupPanel(DemoParticles(100, box=48))
+    f = tmp_path / "params.yaml"
+    f.write_text(
+        "cryoclass_version: 0.1.0\nparams:\n  n_classes: 5\n  filter_res_A: 9.0\n"
+        "  init_mode: simple\n  rms_change_check: false\n  pca_n_components: 3\n"
+    )
+    panel.params_path_text.value = str(f)
+    panel.params_load_button.click()
+    p = panel.validate()
+    assert p is not None and (p.n_classes, p.filter_res_A, p.init_mode) == (5, 9.0, "simple")
+    assert p.rms_change_check is False and p.pca_n_components == 3
+    assert "5 parameters from params.yaml" in panel.errors["params_file"].value
+    # a bad file: the reason beside the box, the form unchanged
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("n_clases: 3\n")
+    assert not panel.load_params_file(str(bad))
+    assert "n_clases" in panel.errors["params_file"].value
+    assert panel.fields["n_classes"].value == 5
+    assert not panel.load_params_file(str(tmp_path / "missing.yaml"))
+    assert "missing.yaml" in panel.errors["params_file"].value
+    # a value a field cannot hold: that field unchanged, the reason beside it
+    panel.set_values({"n_classes": "many", "oem_epochs": 3})
+    assert panel.fields["n_classes"].value == 5 and panel.fields["oem_epochs"].value == 3
+    assert "not set: &#x27;many&#x27;" in panel.errors["n_classes"].value  # HTML-escaped
+
+
 def test_form_shows_field_errors_not_tracebacks():
     panel = SetupPanel(DemoParticles(100, box=48))
     assert panel.validate() is not None

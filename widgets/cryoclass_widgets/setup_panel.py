@@ -29,8 +29,8 @@ import numpy as np
 
 from cryoclass import backend
 from cryoclass.conventions import classification_box
-from cryoclass.errors import ParameterError
-from cryoclass.params import GUIDANCE_FILTER_RES, ClassificationParams, param_info
+from cryoclass.errors import CryoclassError, ParameterError
+from cryoclass.params import GUIDANCE_FILTER_RES, ClassificationParams, param_info, read_params_file
 
 __all__ = ["SetupPanel", "particle_geometry", "read_mask"]
 
@@ -177,6 +177,7 @@ class SetupPanel:
             self.errors[name] = _error_html()
         self._build_particles(particles_path, passthrough)
         self._build_masks(solvent_mask, focus_mask)
+        self._build_params_file()
         self._build_filter_res()
         self._build_symmetry()
         common = ["n_classes", "filter_res_A", "symmetry", "init_mode", "seed", "device"]
@@ -198,6 +199,7 @@ class SetupPanel:
                 W.HTML("<h3 style='margin:4px 0'>Setup</h3>"),
                 self._particles_box,
                 self._masks_box,
+                self._params_file_box,
                 *rows,
                 W.HTML("<b>Advanced parameters</b>", layout=W.Layout(margin="8px 0 0 0")),
                 self.advanced,
@@ -243,6 +245,60 @@ class SetupPanel:
                 self.particles_info,
             ]
         )
+
+    def _build_params_file(self) -> None:
+        self.params_path_text = W.Text(
+            value="",
+            description="parameters from",
+            placeholder="(optional) a run's params.yaml",
+            style=_LABEL_STYLE,
+            layout=W.Layout(width="560px"),
+            tooltip="Fill the form from a classification's params.yaml (or a YAML mapping of "
+            "parameter names to values); the particles and masks are not changed",
+        )
+        self.params_load_button = W.Button(
+            description="Load", icon="folder-open", layout=W.Layout(width="90px")
+        )
+        self.params_load_button.add_class("cc-params-load")
+        self.params_load_button.on_click(lambda _b: self.load_params_file())
+        self.errors["params_file"] = _error_html()
+        self._params_file_box = W.HBox(
+            [self.params_path_text, self.params_load_button, self.errors["params_file"]]
+        )
+
+    def set_values(self, values: dict[str, Any]) -> None:
+        """Set form fields by parameter name (then validated, problems shown beside them). A
+        value a field cannot hold (text for a number, an unknown choice) leaves that field as it
+        was, with the reason beside it."""
+        refused = {}
+        for name, value in values.items():
+            if name in self.fields:
+                try:
+                    self.fields[name].value = value
+                except Exception as e:  # noqa: BLE001 - a traitlets TraitError, or a bad cast
+                    refused[name] = f"not set: {value!r} ({type(e).__name__})"
+        self.validate()
+        for name, why in refused.items():
+            self.errors[name].value = html.escape(why)
+
+    def load_params_file(self, path: str | None = None) -> bool:
+        """Fill the form from a parameter file (the path box's, or ``path``); False with the
+        reason beside the box when it cannot be read (the form is then left as it was)."""
+        path = (path or self.params_path_text.value).strip()
+        self.errors["params_file"].value = ""
+        if not path:
+            self.errors["params_file"].value = "enter the path of a params.yaml"
+            return False
+        try:
+            values = read_params_file(path)
+        except CryoclassError as e:
+            self.errors["params_file"].value = html.escape(str(e))
+            return False
+        self.set_values(values)
+        self.errors["params_file"].value = html.escape(
+            f"{len(values)} parameters from {Path(path).name}"
+        )
+        return True
 
     def _mask_row(self, kind: str, value: Any, options: list[str]) -> tuple[W.Dropdown, W.Text]:
         mode_default = options[0]
@@ -483,6 +539,8 @@ class SetupPanel:
             self.path_text,
             self.passthrough_text,
             self.load_button,
+            self.params_path_text,
+            self.params_load_button,
             self.solvent_mode,
             self.focus_mode,
             self.filter_slider,
