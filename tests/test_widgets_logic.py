@@ -262,10 +262,30 @@ def test_state_folds_events():
     evs = _events()
     parts = [s.apply(e) for e in evs]
     assert s.status == "finished" and s.n_classes == 3 and s.box_c == 16
-    assert sum("flow" in p for p in parts) == 5  # F-EM from its 2nd iteration
+    # F-EM from its 2nd iteration (5 of 6), and at the end (the empty plots' note)
+    assert sum("flow" in p for p in parts) == 6 and "flow" in parts[-1]
     assert s.series("class_mass").shape == (11, 3)
     assert format_eta(83.2) == "1:23" and format_eta(float("nan")) == "—"
     assert s.fraction_done() == 1.0 and "Finished" in s.progress_text()
+
+
+def test_flow_plots_say_why_they_stayed_empty():
+    from cryoclass_widgets.live_plots import build_figure
+
+    def note(state):
+        return build_figure("sankey", state).layout.annotations[0].text
+
+    s = RunState()
+    evs = _events(n_fem=1)
+    for e in evs[:-1]:
+        s.apply(e)
+    assert note(s) == "Appears from the 2nd F-EM iteration."  # running: it may still come
+    s.apply(evs[-1])
+    assert s.status == "finished" and "Converged after one F-EM iteration" in note(s)
+    s = RunState()
+    for e in _events(n_fem=0):
+        s.apply(e)
+    assert "No F-EM iteration ran" in note(s)
 
 
 def test_scripted_events_update_plots_progress_and_table():

@@ -70,6 +70,13 @@ def build_figure(name: str, state: RunState) -> go.Figure:
     p = state.params
     if name in ("sankey", "flow_matrix"):
         if state.flow_matrix is None:
+            n_fem = sum(r["phase"] == "fem" for r in state.records)
+            if state.status == "finished" and n_fem <= 1:
+                note = (
+                    "Converged after one F-EM iteration: no class flow between F-EM iterations."
+                    if n_fem
+                    else "No F-EM iteration ran: no class flow to show."
+                )
             return F.placeholder_figure(title, note)
         it = state.flow_iteration
         if name == "sankey":

@@ -187,7 +187,8 @@ class RunState:
         self.status, self.result = "finished", e.result
         self.converged, self.reason = bool(e.converged), e.reason
         self.log.append(f"Finished: {e.reason}")
-        return {"status", "progress", "result", "log"}
+        # "flow": the flow plots say why they stayed empty (one F-EM iteration only)
+        return {"status", "progress", "result", "log", "flow"}
 
     def _on_JobCancelledEvent(self, e: ev.JobCancelledEvent) -> set[str]:
         self.status = "cancelled"
