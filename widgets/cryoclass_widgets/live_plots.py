@@ -31,12 +31,8 @@ __all__ = ["LivePlots", "PLOTS", "kaleido_available"]
 
 #: Plot name → (title, note shown until there is data, parts of the state it depends on).
 PLOTS: dict[str, tuple[str, str, frozenset[str]]] = {
-    "sankey": ("Class flow", "Appears from the 2nd F-EM iteration.", frozenset({"flow"})),
-    "flow_matrix": (
-        "Class flow matrix",
-        "Appears from the 2nd F-EM iteration.",
-        frozenset({"flow"}),
-    ),
+    # in grid order, two per row: first what every run shows from its first iteration, then
+    # the class flow (only from the 2nd F-EM iteration), then FSC and difference slices
     "assignments": (
         "Class assignments",
         "Appears after the first iteration.",
@@ -49,6 +45,12 @@ PLOTS: dict[str, tuple[str, str, frozenset[str]]] = {
         frozenset({"iterations"}),
     ),
     "convergence": ("Convergence", "Appears after the first iteration.", frozenset({"iterations"})),
+    "sankey": ("Class flow", "Appears from the 2nd F-EM iteration.", frozenset({"flow"})),
+    "flow_matrix": (
+        "Class flow matrix",
+        "Appears from the 2nd F-EM iteration.",
+        frozenset({"flow"}),
+    ),
     "fsc": ("FSC per class", "Appears after the first iteration.", frozenset({"fsc"})),
     "diff_slices": (
         "Difference from consensus (central slices)",

@@ -44,7 +44,7 @@ class ResultsPanel:
         self.result: Any = None
         self.rows: list[dict[str, W.Widget]] = []
         self.grid = W.GridBox(
-            layout=W.Layout(grid_template_columns="40px 90px 70px 140px 100px", grid_gap="2px 0")
+            layout=W.Layout(grid_template_columns="50px 90px 70px 140px 100px", grid_gap="2px 0")
         )
         self.grid.add_class("cc-class-table")
         self.outdir = W.Text(
