@@ -132,7 +132,12 @@ print("same poses from .star and .cs:", same_pose)
 # cryoclass classify Refine3D/job025/run_data.star -K 3 --filter-res 8 -o class3d
 # cryoclass classify J42_008_particles.cs --passthrough J42_passthrough_particles.cs \
 #     --project-dir /data/cryosparc/P3 -K 3 --filter-res 8 -o class3d
+# cryoclass classify run_data.star -K 3 --filter-res 8 -o c2 --set init_res_A=15  # any parameter
+# cryoclass classify run_data.star -o c3 --params class3d/params.yaml --seed 1   # a run, again
 # ```
+#
+# `cryoclass classify --help` lists every parameter by its API name. In the dashboard,
+# *parameters from* fills the form from a run's `params.yaml` the same way.
 
 # %%
 out = WORK / "class3d"
