@@ -1,4 +1,5 @@
-"""Command line: ``cryoclass classify | simulate | demo | reconstruct | regroup | reclassify``.
+"""Command line: ``cryoclass classify | simulate | demo | reconstruct | regroup | reclassify |
+report``.
 
 Every bad input or parameter ends in one clear line on stderr and a non-zero exit (no traceback):
 exit code 2 for bad input/parameters, 130 when interrupted (the output directory stays
@@ -205,6 +206,15 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="simulate, classify, report accuracy (the quick start)")
     demo.add_arguments(d)
     _add_followup(sub)
+    r = sub.add_parser(
+        "report",
+        help="one HTML page of a classification's diagnostic plots and class table",
+        description="Rebuild the dashboard's diagnostic plots and class table of a "
+        "classification OUTDIR as one self-contained HTML page (opens offline). Needs the "
+        "widgets extra (plotly).",
+    )
+    r.add_argument("outdir", help="classification OUTDIR")
+    r.add_argument("-o", "--output", help="HTML file (default OUTDIR/report.html)")
     return parser
 
 
@@ -429,6 +439,18 @@ def cmd_classify(a: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0
 
 
+def cmd_report(a: argparse.Namespace) -> int:
+    try:
+        from cryoclass_widgets.report import write_report
+    except ImportError as e:
+        raise CryoclassError(
+            f"report needs the widgets extra ({e.name or e}): pip install 'cryoclass[widgets]'"
+        ) from None
+    out = write_report(a.outdir, a.output)
+    print(f"report in {out}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv[0] if argv and not argv[0].startswith("-") else None)
@@ -445,6 +467,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from . import demo
 
             return int(demo.run(args))
+        if args.command == "report":
+            return cmd_report(args)
         if args.command in ("reconstruct", "regroup", "reclassify"):
             from .followup import cli as followup_cli
 
