@@ -436,6 +436,7 @@ def cmd_classify(a: argparse.Namespace, argv: Sequence[str]) -> int:
         return 130
     print(result.class_table().to_string(index=False), file=sys.stdout)
     print(f"outputs in {a.outdir}", file=sys.stdout)
+    print(f"plots: cryoclass report {shlex.quote(str(a.outdir))}", file=sys.stdout)
     return 0
 
 
