@@ -99,7 +99,7 @@ class IterationFinished(Event):
 
 @dataclass(frozen=True)
 class ClassesReseeded(Event):
-    iteration: int
+    iteration: int  #: 0-based global iteration (O-EM and F-EM counted together)
     classes: tuple[int, ...]
     message: str
 
