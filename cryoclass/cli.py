@@ -240,17 +240,16 @@ def parse_setting(text: str) -> tuple[str, Any]:
     missing ``=``, or a value that is not of the parameter's type (limits are checked by
     :class:`~cryoclass.params.ClassificationParams` itself)."""
     from .errors import ParameterError
-    from .params import ClassificationParams
+    from .params import param_info
 
     name, sep, raw = text.partition("=")
     name, raw = name.strip(), raw.strip()
     if not sep or not name:
         raise ParameterError(text, "--set takes NAME=VALUE, e.g. --set pca_n_components=3")
-    fields = ClassificationParams.__dataclass_fields__
-    if name not in fields:
+    types = {i["name"]: i["type"] for i in param_info()}
+    if name not in types:
         raise ParameterError(name, "unknown parameter (cryoclass classify --help lists them)")
-    ftype = fields[name].type
-    t: str = ftype if isinstance(ftype, str) else getattr(ftype, "__name__", str(ftype))
+    t = types[name]
     try:
         if t == "bool":
             if raw.lower() not in _TRUE + _FALSE:
@@ -277,24 +276,19 @@ def params_from_args(a: argparse.Namespace) -> Any:
     from .params import ClassificationParams
 
     flags = _params_from_flags(a)
+    # -K and --filter-res have no command-line default: given or not is known
+    required = {"n_classes": ("-K", a.n_classes), "filter_res_A": ("--filter-res", a.filter_res)}
+    given = {k: v for k, (_flag, v) in required.items() if v is not None}
     params_file = getattr(a, "params_file", None)
     if not params_file:
-        for name, flag, val in (
-            ("n_classes", "-K", a.n_classes),
-            ("filter_res_A", "--filter-res", a.filter_res),
-        ):
-            if val is None:
+        for name, (flag, v) in required.items():
+            if v is None:
                 raise ParameterError(name, f"{flag} is required (or --params FILE that sets it)")
     else:
         from .params import read_params_file
 
-        base = read_params_file(params_file)
         changed = {k: v for k, v in flags.items() if v != _d(k)}
-        if a.n_classes is not None:  # these two have no default on the command line
-            changed["n_classes"] = a.n_classes
-        if a.filter_res is not None:
-            changed["filter_res_A"] = a.filter_res
-        flags = {**flags, **base, **changed}
+        flags = {**flags, **read_params_file(params_file), **changed, **given}
     settings = dict(parse_setting(s) for s in getattr(a, "settings", None) or [])
     return ClassificationParams(**{**flags, **settings})
 

@@ -88,3 +88,13 @@ def test_cli_writes_the_report_and_refuses_a_non_outdir(outdir, tmp_path):
     assert str(tmp_path) in r.stderr and len(r.stderr.strip().splitlines()) == 1
     with pytest.raises(InputFileError, match="not a directory"):
         report_figures(tmp_path / "missing")
+
+
+def test_flow_files_in_iteration_order(tmp_path):
+    from cryoclass_widgets.report import _flow_files
+
+    for it in (2, 100, 99):
+        (tmp_path / f"class_flow_matrix_it{it:02d}.csv").write_text("0\n1\n")
+    (tmp_path / "class_flow_edges.csv").write_text("")
+    assert [it for it, _ in _flow_files(tmp_path)] == [2, 99, 100]  # it100 after it99
+    assert _flow_files(tmp_path / "none") == []

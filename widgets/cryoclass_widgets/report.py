@@ -16,7 +16,6 @@ from __future__ import annotations
 import html
 import os
 import re
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -37,33 +36,50 @@ def _read_csv(path: Path) -> pd.DataFrame | None:
 
 def _maps(d: Path) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Class maps (K, D, D, D), the consensus and the focus mask (None when absent)."""
+    from cryoclass.followup.sources import _class_maps
     from cryoclass.io.mrc import read_mrc
 
-    paths = sorted(p for p in d.glob("class_*.mrc") if re.fullmatch(r"class_\d+\.mrc", p.name))
-    if not paths:
-        raise InputFileError(d, "no class_NN.mrc in this directory (not a classification OUTDIR)")
-    vols = np.stack([read_mrc(p)[0] for p in paths]).astype(np.float32)
+    vols = np.stack([read_mrc(p)[0] for p in _class_maps(d)]).astype(np.float32)
     cons = read_mrc(d / "consensus.mrc")[0] if (d / "consensus.mrc").is_file() else None
     focus = read_mrc(d / "mask_focus.mrc")[0] if (d / "mask_focus.mrc").is_file() else None
     return vols, cons, focus
+
+
+def _read_outdir(d: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """``(iterations.csv, diagnostics/class_table.csv, params.yaml)`` of a classification
+    OUTDIR; :class:`~cryoclass.errors.InputFileError` naming it when it is not one."""
+    import yaml
+
+    if not d.is_dir():
+        raise InputFileError(d, "not a directory (expected a classification OUTDIR)")
+    its = _read_csv(d / "iterations.csv")
+    table = _read_csv(d / "diagnostics" / "class_table.csv")
+    if its is None or table is None:
+        raise InputFileError(d, "no iterations.csv or diagnostics/class_table.csv here")
+    doc = yaml.safe_load((d / "params.yaml").read_text()) if (d / "params.yaml").is_file() else {}
+    return its, table, doc or {}
+
+
+def _flow_files(diag: Path) -> list[tuple[int, Path]]:
+    """``(F-EM iteration, path)`` of the class-flow matrices, in iteration order (by number:
+    ``it100`` after ``it99``)."""
+    found = ((re.fullmatch(r"class_flow_matrix_it(\d+)\.csv", p.name), p) for p in diag.iterdir())
+    return sorted((int(m.group(1)), p) for m, p in found if m) if diag.is_dir() else []
 
 
 def report_figures(outdir: str | os.PathLike) -> dict[str, Any]:
     """The diagnostic figures of a classification OUTDIR, by dashboard name (those whose data
     the directory holds): assignments, ess, sizes, convergence, sankey, flow_matrix, fsc,
     diff_slices."""
-    import yaml
-
     d = Path(outdir)
-    if not d.is_dir():
-        raise InputFileError(d, "not a directory (expected a classification OUTDIR)")
+    return _figures(d, *_read_outdir(d))
+
+
+def _figures(
+    d: Path, its: pd.DataFrame, table: pd.DataFrame, doc: dict[str, Any]
+) -> dict[str, Any]:
     diag = d / "diagnostics"
-    its = _read_csv(d / "iterations.csv")
-    table = _read_csv(diag / "class_table.csv")
-    if its is None or table is None:
-        raise InputFileError(d, "no iterations.csv or diagnostics/class_table.csv here")
-    doc = yaml.safe_load((d / "params.yaml").read_text()) if (d / "params.yaml").is_file() else {}
-    params = (doc or {}).get("params", {}) or {}
+    params = doc.get("params", {}) or {}
     K = len(table)
     mass_cols = [f"mass_{k}" for k in range(K)]
     figs: dict[str, Any] = {}
@@ -87,10 +103,10 @@ def report_figures(outdir: str | os.PathLike) -> dict[str, Any]:
         if params.get("rms_change_check")
         else None,
     )
-    flows = sorted(diag.glob("class_flow_matrix_it*.csv"))
+    flows = _flow_files(diag)
     if flows:
-        it = int(re.search(r"it(\d+)", flows[-1].name).group(1))  # type: ignore[union-attr]
-        m = pd.read_csv(flows[-1]).to_numpy()
+        it, last = flows[-1]
+        m = pd.read_csv(last).to_numpy()
         figs["sankey"] = F.sankey_figure(m, iteration=it)
         figs["flow_matrix"] = F.flow_matrix_figure(m, iteration=it)
     fsc = _read_csv(diag / "fsc.csv")
@@ -112,8 +128,8 @@ def _page(d: Path, figs: dict[str, Any], table: pd.DataFrame, doc: dict[str, Any
 
     import cryoclass
 
-    params = (doc or {}).get("params", {}) or {}
-    command = html.escape(str((doc or {}).get("command", "")))
+    params = doc.get("params", {}) or {}
+    command = html.escape(str(doc.get("command", "")))
     rows = "".join(
         "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in r) + "</tr>"
         for r in table.round(3).itertuples(index=False)
@@ -157,23 +173,12 @@ def write_report(outdir: str | os.PathLike, path: str | os.PathLike | None = Non
     ``OUTDIR/report.html``), atomically; returns the path. Raises
     :class:`~cryoclass.errors.InputFileError` naming the directory when it is not a
     classification OUTDIR."""
-    import yaml
+    from cryoclass.io.mrc import atomic_path
 
     d = Path(outdir)
-    figs = report_figures(d)
-    table = pd.read_csv(d / "diagnostics" / "class_table.csv")
-    doc = yaml.safe_load((d / "params.yaml").read_text()) if (d / "params.yaml").is_file() else {}
+    its, table, doc = _read_outdir(d)
+    text = _page(d, _figures(d, its, table, doc), table, doc)
     out = Path(path) if path is not None else d / "report.html"
-    text = _page(d, figs, table, doc or {})
-    fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".html", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 → as any new file
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(out) as tmp:
+        Path(tmp).write_text(text, encoding="utf-8")
     return out
