@@ -356,6 +356,10 @@ class ProgressPrinter:
                 f"at {e.pixel_size_c_A:.3g} Å (filter {e.params.filter_res_A:g} Å)",
                 file=self.stream,
             )
+            if e.compiling_kernels:
+                from .core.jit import COMPILE_NOTE
+
+                print(COMPILE_NOTE, file=self.stream)
         elif name == "PhaseStarted":
             self._close()
             self._phase = e.phase

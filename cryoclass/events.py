@@ -52,6 +52,10 @@ class JobStarted(Event):
     box_c: int  #: classification box (px)
     pixel_size_c_A: float  #: classification pixel size (Å)
     params: Any  #: the ClassificationParams
+    #: True when the CPU kernels are not yet compiled on this machine (Numba's on-disk cache
+    #: has no entry for this CPU): this run compiles them first, about a minute, once
+    #: (:func:`cryoclass.core.jit.uncompiled_kernels`).
+    compiling_kernels: bool = False
 
 
 @dataclass(frozen=True)

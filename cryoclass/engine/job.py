@@ -270,6 +270,7 @@ class Classification:
                 box_c=self.box_c,
                 pixel_size_c_A=self.pixel_size_c_A,
                 params=p,
+                compiling_kernels=self._kernels_to_compile(),
                 time_s=now(),
             )
         )
@@ -318,6 +319,14 @@ class Classification:
                 prob.store.executor.close()
             self._checkpoints.wait()  # the last checkpoint is on disk before anything else
         self._finish(prob, state, now)
+
+    def _kernels_to_compile(self) -> bool:
+        """Whether this CPU job compiles Numba kernels first (none cached for this CPU)."""
+        if self.params.device != "cpu" or self.client is not None:
+            return False  # the GPU runs CuPy kernels; Dask workers compile on their own
+        from ..core.jit import uncompiled_kernels
+
+        return bool(uncompiled_kernels())
 
     def _cache_dir(self) -> str:
         """``cache_dir``, or OUTDIR/particle_cache when the particles exceed

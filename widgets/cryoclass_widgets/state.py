@@ -74,6 +74,9 @@ class RunState:
     progress_done: int = 0
     progress_total: int = 0
     progress_message: str = ""
+    #: the run compiles the CPU kernels first (first run on this machine), until its first
+    #: iteration finishes
+    compiling_kernels: bool = False
     eta_remaining_s: float = float("nan")
     time_s: float = 0.0
     records: list[dict[str, Any]] = field(default_factory=list)
@@ -112,6 +115,11 @@ class RunState:
             f"Started: {self.n_particles} particles, K = {self.n_classes}, box {self.box} px "
             f"({self.pixel_size_A:.3g} Å) → {self.box_c} px ({self.pixel_size_c_A:.3g} Å)"
         )
+        self.compiling_kernels = bool(getattr(e, "compiling_kernels", False))
+        if self.compiling_kernels:
+            from cryoclass.core.jit import COMPILE_NOTE
+
+            self.log.append(COMPILE_NOTE[:1].upper() + COMPILE_NOTE[1:] + ".")
         return {"status", "progress", "log"}
 
     def _on_PhaseStarted(self, e: ev.PhaseStarted) -> set[str]:
@@ -129,6 +137,7 @@ class RunState:
     def _on_IterationFinished(self, e: ev.IterationFinished) -> set[str]:
         changed = {"progress", "iterations"}
         self.phase = e.phase
+        self.compiling_kernels = False
         self.phase_iteration = int(e.iteration)
         self.eta_remaining_s = float(e.eta_remaining_s)
         self.progress_done, self.progress_total = 0, 0
@@ -250,7 +259,10 @@ class RunState:
                 f"{self.progress_done}/{self.progress_total}"
                 + (f" {self.progress_message}" if self.progress_message else "")
             )
-        parts.append(f"ETA {format_eta(self.eta_remaining_s)}")
+        if self.compiling_kernels:
+            parts.append("compiling the CPU kernels (first run on this machine, about a minute)")
+        else:
+            parts.append(f"ETA {format_eta(self.eta_remaining_s)}")
         return " · ".join(parts)
 
 
