@@ -53,7 +53,7 @@ class JobStarted(Event):
     pixel_size_c_A: float  #: classification pixel size (Å)
     params: Any  #: the ClassificationParams
     #: True when the CPU kernels are not yet compiled on this machine (Numba's on-disk cache
-    #: has no entry for this CPU): this run compiles them first, about a minute, once
+    #: has no entry for this CPU): this run compiles them first, up to 2 minutes, once
     #: (:func:`cryoclass.core.jit.uncompiled_kernels`).
     compiling_kernels: bool = False
 

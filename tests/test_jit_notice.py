@@ -134,3 +134,24 @@ def test_dashboard_status_shows_compiling_until_the_first_iteration():
         )
     )  # fmt: skip
     assert "compiling" not in s.progress_text() and "ETA 0:03" in s.progress_text()
+
+
+def test_cli_compile_leaves_nothing_to_compile(capsys):
+    from cryoclass.cli import main
+
+    assert main(["compile"]) == 0
+    err = capsys.readouterr().err
+    assert "done in" in err and "jobs on this machine now start at once" in err
+    if os.environ.get("NUMBA_DISABLE_JIT") != "1":
+        assert jit.uncompiled_kernels() == []
+
+
+def test_compile_reports_kernels_it_could_not_cache(monkeypatch):
+    # a read-only cache (no NUMBA_CACHE_DIR) must not pass silently: the CLI exits 1
+    from cryoclass import warmup
+
+    monkeypatch.setattr(warmup, "uncompiled_kernels", lambda: ["cryoclass.core.x:kernel"])
+    out = io.StringIO()
+    res = warmup.compile_kernels(stream=out)
+    assert res["remaining"] == ["cryoclass.core.x:kernel"]
+    assert "could not be saved" in out.getvalue() and "NUMBA_CACHE_DIR" in out.getvalue()

@@ -2,7 +2,7 @@
 
 The CPU kernels are compiled by Numba on their first call and kept in Numba's on-disk cache
 (``cache=True``: the ``__pycache__`` beside each module, or ``NUMBA_CACHE_DIR``). The first job
-on a machine therefore spends about a minute compiling (28–60 s on 2 cores, see
+on a machine therefore spends up to 2 minutes compiling (28–80 s on 2 cores, see
 ``benchmarks/RESULTS.md``), later jobs load the compiled code in well under a second. A job
 looks here before it starts so that the CLI and the dashboard can say why the first run sits
 still, instead of showing a progress bar stuck at 0 %.
@@ -38,7 +38,7 @@ EVERY_JOB_KERNELS = (
 
 #: What the CLI and the dashboard say while the kernels compile.
 COMPILE_NOTE = (
-    "first run on this machine: compiling the CPU kernels (about a minute, once; "
+    "first run on this machine: compiling the CPU kernels (up to 2 minutes, once; "
     "later runs start at once)"
 )
 

@@ -260,7 +260,7 @@ class RunState:
                 + (f" {self.progress_message}" if self.progress_message else "")
             )
         if self.compiling_kernels:
-            parts.append("compiling the CPU kernels (first run on this machine, about a minute)")
+            parts.append("compiling the CPU kernels (first run on this machine, up to 2 minutes)")
         else:
             parts.append(f"ETA {format_eta(self.eta_remaining_s)}")
         return " · ".join(parts)
