@@ -418,9 +418,12 @@ class Driver:
         return float(np.sqrt((w[:, 0] * d).sum() / max((w[:, 0] * ref).sum(), 1e-30)))
 
     def _eta_remaining(self, phase: str) -> float:
+        """Seconds left: the iterations still to run times the median time of one so far (the
+        median, not the mean: a first run's first iteration includes compiling the kernels,
+        up to 2 minutes, and would inflate every estimate after it)."""
         _, nb, T = self.oem_plan()
-        t_oem = np.mean(self.times["oem"]) if self.times["oem"] else float("nan")
-        t_fem = np.mean(self.times["fem"]) if self.times["fem"] else t_oem * nb
+        t_oem = float(np.median(self.times["oem"])) if self.times["oem"] else float("nan")
+        t_fem = float(np.median(self.times["fem"])) if self.times["fem"] else t_oem * nb
         left_oem = max(T - self.st.iteration, 0) if phase == "oem" else 0
         left_fem = self.p.max_fem_iters - (self.st.iteration + 1 if phase == "fem" else 0)
         return float(left_oem * t_oem + max(left_fem, 0) * t_fem)
