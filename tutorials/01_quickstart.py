@@ -134,6 +134,10 @@ fig
 # - **Difference from consensus** slices: where each class differs from the average of all
 #   particles — where the heterogeneity is.
 # - the **3D viewer** of the class volumes and the **class table** with export buttons.
+#
+# The very first run on a computer spends up to 2 minutes compiling the CPU kernels (the status
+# line says so; later runs start at once). Workshop teachers: run `cryoclass compile` once on
+# each machine beforehand.
 
 # %%
 params = ClassificationParams(n_classes=3, filter_res_A=8.0, seed=0)
