@@ -23,8 +23,8 @@ __all__ = ["EVERY_JOB_KERNELS", "uncompiled_kernels", "COMPILE_NOTE"]
 
 #: ``module:function`` of the cached kernels that every CPU classification calls (the
 #: preprocessing, consensus, initialisation, O-EM and F-EM passes and their M-steps), so that
-#: a kernel which only some jobs use (symmetry, hard classification, ...) does not make every
-#: run look like a first one.
+#: a kernel which only some jobs use does not make every run look like a first one (so not
+#: ``_scale_numba.scale_inplace``: O-EM only, and ``oem_epochs = 0`` is allowed).
 EVERY_JOB_KERNELS = (
     "cryoclass.core._preprocess_numba:disc_ctf_kernel",
     "cryoclass.core._slice_numba:loglik_kernel",
@@ -32,6 +32,7 @@ EVERY_JOB_KERNELS = (
     "cryoclass.core._slice_numba:slice_stats_kernel",
     "cryoclass.core._solve_numba:solve_kernel",
     "cryoclass.core._solve_numba:shell_weight_sums_kernel",
+    "cryoclass.core._solve_numba:fourier_to_grid_kernel",
     "cryoclass.core._fsc_numba:fsc_sums_kernel",
     "cryoclass.core._shrink_numba:joint_shrink_kernel",
 )
