@@ -124,3 +124,12 @@ def test_numba_kernel_equals_array_code(K, monkeypatch):
     scale = float(np.abs(ref - cons[None]).max())
     np.testing.assert_allclose(fast - cons[None], ref - cons[None], atol=1e-5 * scale, rtol=0)
     assert np.abs(ref - full).max() > 0.1 * scale  # the shrinkage did change the maps
+
+
+def test_gaussian_transfer_is_cached_and_read_only():
+    """The transfer function is built once per (box, σ) and cannot be changed by a caller."""
+    g1 = ls._gaussian_transfer(16, 2.0)
+    assert ls._gaussian_transfer(16, 2.0) is g1
+    assert not g1.flags.writeable
+    assert g1.shape == (16, 16, 9) and g1[0, 0, 0] == 1.0
+    assert ls._gaussian_transfer(16, 3.0) is not g1
