@@ -417,6 +417,10 @@ def initial_volumes(
     """
     p = params
     lp, wsig_l, mask_l, tau2_l = _lowres(prob, p.init_res_A, wsig, mask, tau2)
+    # chunks of the low-res rows as many bytes as the full rows' chunks: fewer, larger kernel
+    # calls (N = 5 000: one chunk instead of five; an E+M pass at the 20 px box 18.0 -> 15.7 ms,
+    # and the init makes ~35 passes). The per-particle arithmetic is the same.
+    chunk_size = max(chunk_size, chunk_size * prob.geom.M // max(lp.geom.M, 1))
     candidates = []
     step_args = (wsig_l, alpha, mask_l, tau2_l, chunk_size, check)  # every low-res step's tail
     for r in range(max(1, p.init_restarts)):
