@@ -28,6 +28,7 @@ from .em import responsibilities
 from .passes import _in_processing_order, chunks, em_pass, hard_pass
 from .problem import Problem, lowres_problem, row_selector, subset_problem
 from .reconstruct import ClassStats, reconstruct
+from .store import ArrayStore
 
 __all__ = ["subset_labels", "initial_volumes", "init_input"]
 
@@ -417,10 +418,11 @@ def initial_volumes(
     """
     p = params
     lp, wsig_l, mask_l, tau2_l = _lowres(prob, p.init_res_A, wsig, mask, tau2)
-    # chunks of the low-res rows as many bytes as the full rows' chunks: fewer, larger kernel
-    # calls (N = 5 000: one chunk instead of five; an E+M pass at the 20 px box 18.0 -> 15.7 ms,
-    # and the init makes ~35 passes). The per-particle arithmetic is the same.
-    chunk_size = max(chunk_size, chunk_size * prob.geom.M // max(lp.geom.M, 1))
+    if isinstance(lp.store, ArrayStore):  # its own low-res rows in memory (not a column view
+        # of on-disk full rows, where a chunk reads full rows): chunks of as many bytes as the
+        # full box's, i.e. fewer, larger kernel calls (N = 5 000: one chunk instead of five; an
+        # E+M pass at the 20 px box 18.0 -> 15.7 ms, ~35 passes). Same per-particle arithmetic.
+        chunk_size = max(chunk_size, chunk_size * prob.geom.M // max(lp.geom.M, 1))
     candidates = []
     step_args = (wsig_l, alpha, mask_l, tau2_l, chunk_size, check)  # every low-res step's tail
     for r in range(max(1, p.init_restarts)):
