@@ -91,3 +91,60 @@ def test_memory_limit(ds, tmp_path):
     job.run()
     assert isinstance(job.problem.store, DiskStore)
     assert _entries(tmp_path / "out" / "particle_cache")
+
+
+def _ordered_store(n=7, M=3, seed=0):
+    rng = np.random.default_rng(seed)
+    X = (rng.standard_normal((n, M)) + 1j * rng.standard_normal((n, M))).astype(np.complex64)
+    C = rng.random((n, M)).astype(np.float32)
+    order = rng.permutation(n)  # stored row r holds particle order[r]
+    return X, C, order, ArrayStore(X[order], C[order], order)
+
+
+def test_array_store_with_a_row_order_answers_in_particle_indices():
+    X, C, order, st = _ordered_store()
+    np.testing.assert_array_equal(st.order, order)
+    np.testing.assert_array_equal(st.position(order), np.arange(7))
+    for idx in (np.array([4, 0, 6]), np.arange(7), np.array([2])):
+        x, c = st.take(idx)
+        np.testing.assert_array_equal(x, X[idx])
+        np.testing.assert_array_equal(c, C[idx])
+    np.testing.assert_array_equal(st.rows(2, 5)[0], X[2:5])
+    np.testing.assert_array_equal(st.X, X)
+    np.testing.assert_array_equal(st.C, C)
+    # particles whose rows are consecutive in the store come back as views, without a copy
+    x, c = st.take(order[2:6])
+    assert np.shares_memory(x, st._X) and np.shares_memory(c, st._C)
+    assert not np.shares_memory(st.take(np.array([order[0], order[3]]))[0], st._X)
+    # a column subset keeps the order
+    sub = st.columns(np.array([0, 2]))
+    np.testing.assert_array_equal(sub.order, order)
+    np.testing.assert_array_equal(sub.take(np.array([5, 1]))[0], X[[5, 1]][:, [0, 2]])
+
+
+@pytest.mark.parametrize("bad", [np.array([0, 1, 1, 2, 3, 4, 5]), np.arange(6)])
+def test_array_store_rejects_an_order_that_is_not_a_permutation(bad):
+    X, C, _, _ = _ordered_store()
+    with pytest.raises(ValueError, match="permutation"):
+        ArrayStore(X, C, bad)
+
+
+def test_in_memory_problem_stores_rows_in_viewing_order(ds, tmp_path):
+    """Rows kept in the passes' viewing-direction order: a full pass reads contiguous views,
+    and every particle's row is still the one the disk cache (particle order) holds."""
+    from cryoclass.engine.passes import view_order
+    from cryoclass.engine.problem import subset_problem
+
+    mem = build_problem(ds.particles, 14.0, chunk_size=64)
+    disk = build_problem(ds.particles, 14.0, chunk_size=64, cache_dir=tmp_path)
+    np.testing.assert_array_equal(mem.store.order, view_order(mem.A))
+    np.testing.assert_array_equal(mem.store.X, disk.store.X)
+    np.testing.assert_array_equal(mem.store.C, disk.store.C)
+    head = mem.store.order[:50]
+    assert np.shares_memory(mem.take(head)[1], mem.store._X)
+    idx = np.sort(np.random.default_rng(3).choice(len(ds.particles), 80, replace=False))
+    sub = subset_problem(mem, idx)
+    assert sub.store.order is not None
+    for a, b in zip(sub.take(np.arange(80)), mem.take(idx)):
+        np.testing.assert_array_equal(a, b)
+    assert getattr(disk.store, "order", None) is None  # the disk cache streams particle order

@@ -31,7 +31,7 @@ import numpy as np
 from ..backend import get_array_module, to_numpy
 from ..core.slices import backproject_weighted, loglik, slice_stats, volumes_to_grid
 from .em import responsibilities
-from .problem import Problem, row_selector
+from .problem import Problem, row_selector, view_order
 from .reconstruct import ClassStats
 from .store import ArrayStore
 
@@ -56,31 +56,30 @@ def chunks(idx: Any, size: int) -> Iterator[Any]:
         yield idx[s : s + size]
 
 
-def view_order(A: Any) -> np.ndarray:
-    """Positions that sort rotations ``A (n, 3, 3)`` by the plane of their central slice: the
-    plane normal (third row, up to sign) in ``⌈√(n/4)⌉`` polar bands, each band by azimuth,
-    alternately forwards and backwards. Consecutive particles then read and write nearly the
-    same voxels of the class grids — the slice kernels are bound by those gathers and scatters
-    (box 48, K = 3, N = 20 000: O-EM and F-EM ≈ 25–40 % faster than in file order;
-    ``benchmarks/RESULTS.md``)."""
-    nrm = np.asarray(to_numpy(A), np.float64)[:, 2, :]
-    nrm = np.where(nrm[:, 2:3] < 0, -nrm, nrm)  # a plane's normal is defined up to sign
-    theta = np.arccos(np.clip(nrm[:, 2], -1.0, 1.0))
-    phi = np.arctan2(nrm[:, 1], nrm[:, 0])
-    nb = max(1, int(np.ceil(np.sqrt(len(nrm) / 4))))
-    band = np.minimum((theta * (2 / np.pi) * nb).astype(np.int64), nb - 1)
-    return np.lexsort((np.where(band % 2 == 0, phi, -phi), band))
-
-
 def _processing_order(prob: Problem, idx: np.ndarray) -> np.ndarray | None:
     """Positions into ``idx`` in the order a pass should process them (see :func:`view_order`),
     or None to keep ``idx``'s order: on-disk, remote and GPU stores read rows in index order
-    (the disk cache streams sorted rows; the GPU's caches were not measured). Used by the
-    soft passes (E-step + back-projection, the consensus statistics), not by
-    :func:`hard_pass`."""
+    (the disk cache streams sorted rows; the GPU's caches were not measured). An in-memory
+    store that keeps its rows in viewing-direction order is read in that stored order (a pass
+    over all particles then reads contiguous views; a subset, the same order's subsequence).
+    Used by the soft passes (E-step + back-projection, the consensus statistics);
+    :func:`hard_pass` reads in stored order."""
     if len(idx) < 2 or prob.xp is not np or not isinstance(prob.store, ArrayStore):
         return None
+    if prob.store.order is not None:
+        return _in_stored_order(prob, np.asarray(idx))
     return view_order(prob.A[np.asarray(idx)])
+
+
+def _in_stored_order(prob: Problem, idx: np.ndarray) -> np.ndarray:
+    """Positions into ``idx`` that sort it by where the store keeps the rows (an in-memory store
+    keeps them in viewing-direction order, :func:`~cryoclass.engine.problem.build_problem`), or
+    ``arange`` where rows are kept in particle order: a pass over all particles then reads
+    contiguous rows (views), and any subset reads them with the viewing-direction locality."""
+    st = prob.store
+    if not isinstance(st, ArrayStore) or st.order is None or len(idx) < 2:
+        return np.arange(len(idx))
+    return np.argsort(st.position(idx), kind="stable")
 
 
 def _in_processing_order(prob: Problem, idx: Any) -> tuple[np.ndarray, np.ndarray | None]:
@@ -195,9 +194,13 @@ def hard_pass(
     xp = get_array_module(stats.acc)
     K = stats.K
     labels = np.asarray(labels, np.int64)
-    # file order: one class per particle touches a third (K = 3) of the grid bytes of a soft
-    # pass, and here viewing-direction order measured slower (20 000 particles, consensus at
-    # 48³: 263 vs 286 ms; the PCA init's one-hot passes at 20³: 44 vs 55 ms)
+    # in the order the rows are stored (file order unless the store keeps its own): reading
+    # rows in place beats re-sorting them (one class per particle touches a third, K = 3, of
+    # the grid bytes of a soft pass; gathered into viewing-direction order the consensus took
+    # 286 vs 263 ms at 48³, N = 20 000, and the PCA init's one-hot passes 55 vs 44 ms at 20³)
+    idx = np.asarray(idx)
+    o = _in_stored_order(prob, idx)
+    idx, labels = idx[o], labels[o]
     for c, lab in zip(chunks(idx, chunk_size), chunks(labels, chunk_size)):
         if check is not None:
             check()
@@ -259,10 +262,11 @@ def power_pass(
     w = xp.asarray(g.weight)[None, :]
     sh = xp.asarray(g.shell)
     power = xp.zeros(S, np.float64)
-    for s in range(0, prob.n, chunk_size):
+    todo = np.arange(prob.n)[_in_stored_order(prob, np.arange(prob.n))]  # stored rows, in order
+    for c in chunks(todo, chunk_size):
         if check is not None:
             check()
-        X, _ = prob.store.rows(s, min(s + chunk_size, prob.n))
+        _, X, _, _ = prob.take(c)
         pw = ((X.real**2 + X.imag**2) * w).sum(0)
         power += xp.bincount(sh, weights=pw, minlength=S)
     return to_numpy(power)

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from .. import backend as _fft
-from ..backend import to_device
+from ..backend import to_device, to_numpy
 from ..conventions import _crop_axis_indices, classification_box, electron_wavelength_A
 from ..core._preprocess_numba import disc_ctf_kernel
 from ..core.slices import SliceGeometry
@@ -101,6 +101,22 @@ class Problem:
         return self.A[sel], X, C, self.half[sel]
 
 
+def view_order(A: Any) -> np.ndarray:
+    """Positions that sort rotations ``A (n, 3, 3)`` by the plane of their central slice: the
+    plane normal (third row, up to sign) in ``⌈√(n/4)⌉`` polar bands, each band by azimuth,
+    alternately forwards and backwards. Consecutive particles then read and write nearly the
+    same voxels of the class grids — the slice kernels are bound by those gathers and scatters
+    (box 48, K = 3, N = 20 000: O-EM and F-EM ≈ 25–40 % faster than in file order;
+    ``benchmarks/RESULTS.md``)."""
+    nrm = np.asarray(to_numpy(A), np.float64)[:, 2, :]
+    nrm = np.where(nrm[:, 2:3] < 0, -nrm, nrm)  # a plane's normal is defined up to sign
+    theta = np.arccos(np.clip(nrm[:, 2], -1.0, 1.0))
+    phi = np.arctan2(nrm[:, 1], nrm[:, 0])
+    nb = max(1, int(np.ceil(np.sqrt(len(nrm) / 4))))
+    band = np.minimum((theta * (2 / np.pi) * nb).astype(np.int64), nb - 1)
+    return np.lexsort((np.where(band % 2 == 0, phi, -phi), band))
+
+
 def subset_problem(prob: Problem, idx: np.ndarray) -> Problem:
     """The particles ``idx`` (sorted) copied into a problem of their own, in memory: passes over
     it read contiguous rows. Not for remote (distributed) problems, whose rows stay on the
@@ -108,10 +124,16 @@ def subset_problem(prob: Problem, idx: np.ndarray) -> Problem:
     if prob.store.remote:
         raise ValueError("subset_problem needs a local problem (its rows are copied here)")
     sel = prob.xp.asarray(idx)
-    X, C = prob.store.take(sel)
+    order = None
+    if prob.xp is np and isinstance(prob.store, ArrayStore) and prob.store.order is not None:
+        # kept like the whole: rows in the viewing-direction order of the subset
+        order = np.argsort(prob.store.position(idx), kind="stable")
+        X, C = prob.store.take(np.asarray(idx)[order])
+    else:
+        X, C = prob.store.take(sel)
     return dataclasses.replace(
         prob,
-        store=ArrayStore(X, C),
+        store=ArrayStore(X, C, order),
         A=prob.A[sel],
         half=prob.half[sel],
         scale_input=prob.scale_input[sel],
@@ -183,10 +205,11 @@ def _preprocess_chunks(
     geom: SliceGeometry,
     chunk_size: int,
     out: tuple[np.ndarray, np.ndarray] | None = None,
+    out_pos: np.ndarray | None = None,
 ) -> Any:
     """Yield ``(idx, X, C)`` NumPy blocks of preprocessed particles, in order. With ``out =
-    (X_all, C_all)`` the rows are written there (rows ``idx``) and the blocks are not returned
-    (``X``, ``C`` are None).
+    (X_all, C_all)`` the rows are written there (rows ``idx``, or ``out_pos[idx]``: the stored
+    row of each particle) and the blocks are not returned (``X``, ``C`` are None).
 
     One ``rfft2`` per chunk, then :func:`disc_ctf_kernel` (crop to the disc, recentre, CTF) in
     one parallel pass; the module docstring of :mod:`cryoclass.core._preprocess_numba` says
@@ -229,7 +252,7 @@ def _preprocess_chunks(
             out_rows = np.arange(n, dtype=np.int64)
         else:
             X, C = out
-            out_rows = idx.astype(np.int64)
+            out_rows = idx.astype(np.int64) if out_pos is None else out_pos[idx]
         finite = np.empty(n, np.bool_)
         disc_ctf_kernel(
             F,
@@ -276,6 +299,7 @@ def build_problem(
     Dc, apix_c = classification_box(D, apix, filter_res_A)
     r_max = min(D * apix / filter_res_A, Dc / 2)
     geom = SliceGeometry(Dc, pad, r_max=r_max)
+    A = np.ascontiguousarray(particles.rotations, dtype=np.float32)
     store: ParticleStore
     if cache_dir:
 
@@ -300,13 +324,20 @@ def build_problem(
             )
         X = np.empty((N, geom.M), np.complex64)
         C = np.empty((N, geom.M), np.float32)
+        # in memory on the CPU: rows stored in the passes' viewing-direction order, so a pass
+        # over all particles reads them as contiguous views instead of gathering every chunk
+        # (the results are the same: the passes process the same rows in the same order)
+        order = view_order(A) if xp is np and N > 1 else None
+        pos = None
+        if order is not None:
+            pos = np.empty(N, np.int64)
+            pos[order] = np.arange(N, dtype=np.int64)
         done = 0
-        for idx, _, _ in _preprocess_chunks(particles, geom, chunk_size, out=(X, C)):
+        for idx, _, _ in _preprocess_chunks(particles, geom, chunk_size, (X, C), pos):
             done += len(idx)
             if progress is not None:
                 progress(done, N)
-        store = ArrayStore(to_device(X, xp), to_device(C, xp))
-    A = np.ascontiguousarray(particles.rotations, dtype=np.float32)
+        store = ArrayStore(to_device(X, xp), to_device(C, xp), order)
     half = meta["half_set"].to_numpy(np.int64) % 2
     scale = meta["scale"].to_numpy(np.float32)
     return Problem(

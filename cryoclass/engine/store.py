@@ -105,36 +105,73 @@ class ParticleStore:
 
 
 class ArrayStore(ParticleStore):
-    """Both arrays in memory on one device (``xp`` from the arrays)."""
+    """Both arrays in memory on one device (``xp`` from the arrays).
 
-    def __init__(self, X: Any, C: Any):
+    ``order`` (NumPy stores only): the particle index of each stored row, when the rows are
+    kept in an order of their own — the passes' viewing-direction order
+    (:func:`cryoclass.engine.problem.view_order`), so that a pass over all particles reads
+    contiguous rows (views, no copy). Indices stay particle indices: :meth:`take` and
+    :meth:`rows` return the rows of the particles asked for, in the order asked for; a run of
+    consecutive stored rows comes back as views."""
+
+    def __init__(self, X: Any, C: Any, order: np.ndarray | None = None):
         if X.shape != C.shape:
             raise ValueError(f"X {X.shape} and C {C.shape} must have the same shape")
         self._X, self._C = X, C
         self.n, self.M = int(X.shape[0]), int(X.shape[1])
         self.xp = get_array_module(X, C)
+        self._order: np.ndarray | None = None
+        self._pos: np.ndarray | None = None  # stored row of each particle
+        if order is not None:
+            order = np.asarray(order, np.int64)
+            if self.xp is not np:
+                raise ValueError("ArrayStore: a row order is for NumPy arrays only")
+            if order.shape != (self.n,) or not np.array_equal(np.sort(order), np.arange(self.n)):
+                raise ValueError(f"ArrayStore: order must be a permutation of 0..{self.n - 1}")
+            self._order = order
+            self._pos = np.empty(self.n, np.int64)
+            self._pos[order] = np.arange(self.n, dtype=np.int64)
+
+    @property
+    def order(self) -> np.ndarray | None:
+        """The particle index of each stored row (None: rows in particle order)."""
+        return self._order
+
+    def position(self, idx: Any) -> np.ndarray:
+        """The stored row of each particle in ``idx``."""
+        i = np.asarray(idx, np.int64)
+        return i if self._pos is None else self._pos[i]
 
     def take(self, idx: Any) -> tuple[Any, Any]:
-        i = self.xp.asarray(idx)
-        return self._X[i], self._C[i]
+        if self._pos is None:
+            i = self.xp.asarray(idx)
+            return self._X[i], self._C[i]
+        p = self._pos[np.asarray(idx, np.int64)]
+        if len(p) and int(p[-1]) - int(p[0]) == len(p) - 1 and bool(np.all(np.diff(p) == 1)):
+            return self._X[p[0] : p[-1] + 1], self._C[p[0] : p[-1] + 1]
+        return self._X[p], self._C[p]
 
     def rows(self, start: int, stop: int) -> tuple[Any, Any]:
-        return self._X[start:stop], self._C[start:stop]
+        if self._pos is None:
+            return self._X[start:stop], self._C[start:stop]
+        return self.take(np.arange(start, stop))
 
     def columns(self, cols: np.ndarray) -> ParticleStore:
         c = self.xp.asarray(
             cols
         )  # column gathers can come out non-C-ordered: the kernels need rows
         xp = self.xp
-        return ArrayStore(xp.ascontiguousarray(self._X[:, c]), xp.ascontiguousarray(self._C[:, c]))
+        return ArrayStore(
+            xp.ascontiguousarray(self._X[:, c]), xp.ascontiguousarray(self._C[:, c]), self._order
+        )
 
     @property
     def X(self) -> Any:
-        return self._X
+        return self._X if self._pos is None else self._X[self._pos]
 
     @property
     def C(self) -> Any:
-        return self._C
+        return self._C if self._pos is None else self._C[self._pos]
 
 
 class ColumnView(ParticleStore):

@@ -44,7 +44,7 @@ from ..core.fsc import fsc_batched, resolution_at
 from ..core.masks import auto_solvent_mask, check_mask, resample_mask, spherical_mask
 from ..core.symmetry import symmetry_operators
 from ..engine.em import noise_and_scale
-from ..engine.passes import consensus_pass, hard_pass, stats_pass
+from ..engine.passes import consensus_pass, hard_pass, power_pass, stats_pass
 from ..engine.problem import Problem, build_problem
 from ..engine.reconstruct import ClassStats, reconstruct
 from ..errors import ParameterError
@@ -210,11 +210,7 @@ def _noise_model(
     g = prob.geom
     S = g.n_shells
     counts = np.bincount(g.shell, weights=g.weight, minlength=S)
-    power = np.zeros(S)
-    for s in range(0, prob.n, chunk_size):
-        Xc = to_numpy(prob.X[s : s + chunk_size])
-        pw = (Xc.real**2 + Xc.imag**2) * g.weight[None, :]
-        power += np.bincount(g.shell, weights=pw.sum(0), minlength=S)
+    power = power_pass(prob, chunk_size)
     sig2 = np.maximum(power / (prob.n * np.maximum(counts, 1)), 1e-30)
     sig2[0] = sig2[1]
     scale_in = to_numpy(prob.scale_input).astype(np.float64)
