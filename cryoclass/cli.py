@@ -356,8 +356,6 @@ class ProgressPrinter:
             self._bar = None
 
     def __call__(self, e: Any) -> None:
-        from tqdm.auto import tqdm
-
         name = type(e).__name__
         if name == "JobStarted":
             print(
@@ -375,6 +373,8 @@ class ProgressPrinter:
             self._phase = e.phase
         elif name == "Progress" and self.bar_enabled:
             if self._bar is None or self._bar.total != e.total or e.done <= self._bar.n:
+                from tqdm.auto import tqdm  # only where bars are drawn (not with --quiet)
+
                 self._close()
                 self._bar = tqdm(
                     total=e.total,
@@ -422,7 +422,9 @@ class _StartupGC:
     far frozen (:func:`gc.freeze`: never traversed again), when the first phase after the
     preprocessing starts. Loading creates ~10⁵ long-lived objects and almost no garbage, so the
     collector only re-walked them: three full collections and ~370 young ones, 0.14 s of an
-    N = 5 000 run (``benchmarks/RESULTS.md``). A job subscriber; :meth:`release` is idempotent."""
+    N = 5 000 run (``benchmarks/RESULTS.md``). :func:`main` starts it for ``classify`` before
+    building the parser (whose imports alone took 0.06-0.08 s of collections). A job
+    subscriber; :meth:`release` is idempotent."""
 
     def __init__(self) -> None:
         self._was_enabled = gc.isenabled()
@@ -472,9 +474,15 @@ def keep_freed_memory(mmap_threshold: int = 32 << 20, trim_threshold: int = 1 <<
     return mallopt(_M_TRIM_THRESHOLD, trim_threshold) == 1 and ok
 
 
-def cmd_classify(a: argparse.Namespace, argv: Sequence[str]) -> int:
+def cmd_classify(
+    a: argparse.Namespace, argv: Sequence[str], startup_gc: _StartupGC | None = None
+) -> int:
+    """``cryoclass classify``; ``startup_gc``: the collector pause :func:`main` began before
+    it built the parser (which imports the engine: 0.06-0.08 s of collections), else one of
+    its own."""
     keep_freed_memory()
-    startup_gc = _StartupGC()
+    if startup_gc is None:
+        startup_gc = _StartupGC()
     try:
         return _classify(a, argv, startup_gc)
     finally:
@@ -528,12 +536,21 @@ def cmd_report(a: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(argv[0] if argv and not argv[0].startswith("-") else None)
-    args = parser.parse_args(argv)
+    command = argv[0] if argv and not argv[0].startswith("-") else None
+    # classify: collections paused from here (building the parser imports the engine; see
+    # _StartupGC) until the job's first phase after preprocessing
+    startup_gc = _StartupGC() if command == "classify" else None
+    try:
+        parser = build_parser(command)
+        args = parser.parse_args(argv)
+    except BaseException:  # a usage error or --help (SystemExit): the collector back on
+        if startup_gc is not None:
+            startup_gc.release()
+        raise
     t0 = time.perf_counter()
     try:
         if args.command == "classify":
-            return cmd_classify(args, argv)
+            return cmd_classify(args, argv, startup_gc)
         if args.command == "simulate":
             from .sim import cli as sim_cli
 

@@ -74,3 +74,34 @@ def test_classify_leaves_the_collector_on(tmp_path, capsys, gc_restored):
                  "-K", "500", "--filter-res", "15", "--quiet"]) == 2  # fmt: skip
     assert gc.isenabled()
     capsys.readouterr()
+
+
+def test_paused_while_the_parser_is_built_and_on_after_a_usage_error(gc_restored, monkeypatch):
+    """``main`` pauses the collector before building the classify parser (it imports the
+    engine), hands that pause to the command, and restores it when parsing ends the call."""
+    import cryoclass.cli as cli
+
+    gc.enable()
+    seen = {}
+    build = cli.build_parser
+
+    def spy_build(command=None):
+        seen["building"] = gc.isenabled()
+        return build(command)
+
+    def spy_classify(a, argv, startup_gc=None):
+        seen["handed"] = startup_gc is not None and not gc.isenabled()
+        startup_gc.release()
+        return 0
+
+    monkeypatch.setattr(cli, "build_parser", spy_build)
+    monkeypatch.setattr(cli, "cmd_classify", spy_classify)
+    assert main(["classify", "p.star", "-K", "2", "--filter-res", "9", "-o", "o"]) == 0
+    assert seen == {"building": False, "handed": True} and gc.isenabled()
+    with pytest.raises(SystemExit):
+        main(["classify", "p.star"])  # no -K: argparse exits
+    assert gc.isenabled()
+    seen.clear()
+    with pytest.raises(SystemExit):
+        main(["report", "--help"])
+    assert seen == {"building": True} and gc.isenabled()  # other commands: never paused
