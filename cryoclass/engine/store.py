@@ -4,7 +4,9 @@ The preprocessed particles (``X (N, M)`` complex64 recentred transforms and ``C 
 CTFs on the classification disc) are the only per-particle data whose size grows with the box.
 A store hands out rows for sorted particle indices, so the passes never need all of them at once:
 
-* :class:`ArrayStore` — both arrays in memory (NumPy or CuPy): the default, unchanged behaviour;
+* :class:`ArrayStore` — both arrays in memory (NumPy or CuPy): the default; a NumPy store built
+  by :func:`~cryoclass.engine.problem.build_problem` keeps its rows in the passes' viewing-direction
+  order (``order``), still indexed by particle;
 * :class:`DiskStore` — an on-disk cache directory (``X.npy``, ``C.npy``, ``manifest.json``) read
   chunk by chunk through short-lived memory maps, so resident memory is bounded by the chunk, not
   by N; rows are moved to the device (``xp``) per chunk;
