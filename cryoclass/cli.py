@@ -453,8 +453,8 @@ def keep_freed_memory(mmap_threshold: int = 32 << 20, trim_threshold: int = 1 <<
     ``mmap``s, and up to ``trim_threshold`` bytes of free heap are kept rather than given back.
     The job allocates and frees arrays of a few MB every iteration (N = 5 000: the padded
     solves' 10.8 MB transforms, 143 of them); by default each was fresh memory from the kernel,
-    zeroed page by page at first touch — 80 000 page faults, 0.3-0.6 s of system time in a
-    4 s run, half of it gone with this (``benchmarks/RESULTS.md``). The peak RSS grows by
+    zeroed page by page at first touch: 80 000 minor page faults per 4 s run, 42 000 with
+    this (``benchmarks/RESULTS.md``). The peak RSS grows by
     2-5 % (N = 5 000 / 20 000). Only the CLI calls this (a notebook's kernel outlives the job,
     and should give the memory back). Skipped where the user set glibc's malloc tunables; a
     no-op (False) off glibc. Returns whether both settings were taken."""

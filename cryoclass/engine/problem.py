@@ -328,16 +328,14 @@ def build_problem(
         # over all particles reads them as contiguous views instead of gathering every chunk
         # (the results are the same: the passes process the same rows in the same order)
         order = view_order(A) if xp is np and N > 1 else None
-        pos = None
-        if order is not None:
-            pos = np.empty(N, np.int64)
-            pos[order] = np.arange(N, dtype=np.int64)
+        rows = ArrayStore(X, C, order)  # X, C are filled below, each particle at its stored row
+        pos = rows.position(np.arange(N))
         done = 0
         for idx, _, _ in _preprocess_chunks(particles, geom, chunk_size, (X, C), pos):
             done += len(idx)
             if progress is not None:
                 progress(done, N)
-        store = ArrayStore(to_device(X, xp), to_device(C, xp), order)
+        store = rows if xp is np else ArrayStore(to_device(X, xp), to_device(C, xp))
     half = meta["half_set"].to_numpy(np.int64) % 2
     scale = meta["scale"].to_numpy(np.float32)
     return Problem(
