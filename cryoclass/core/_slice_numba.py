@@ -243,6 +243,13 @@ def backproject_kernel(
     slp_vectorised`); an inactive class in a block adds 0. The rest, and sparse particles (hard
     assignments), go class by class; a single class (K = 1, the consensus) writes corners x0
     and x0 + 1 as one run of six. Sums are the same, in the same order, either way.
+
+    Where a task's classes are one block of three (K = 3 on two threads: the O-EM and F-EM
+    passes), each particle's pixel geometry and data are computed first, in a loop that
+    vectorises (:func:`_slice_pixels`), then scattered with the responsibilities read once
+    (:func:`_scatter_block3`): the same sums, bit for bit; an F-EM pass of 5 000 particles at
+    the 48³ box (pad 2) 76 → 67 ms. Not for the other cases, where the scatter is lighter than
+    that extra pass over the pixels (K = 1: +14 %, one-hot of 8 classes: +40 %).
     """
     n = X.shape[0]
     M = kx.shape[0]
@@ -252,6 +259,7 @@ def backproject_kernel(
     ox = np.uint64(K3)
     oy = np.uint64(nx * K3)
     oz = np.uint64(ny * nx * K3)
+    strides = (np.int64(K3), np.int64(nx * K3), np.int64(ny * nx * K3))  # x, y, z
     oyx = oy + ox
     ozx = oz + ox
     ozy = oz + oy
@@ -263,6 +271,10 @@ def backproject_kernel(
         k1 = (b + 1) * K // nblocks
         nk = k1 - k0
         act = np.empty(max(nk, 1), np.int64)  # this particle's classes with r ≥ rmin
+        # one particle's pixels for _scatter_block3 (see _slice_pixels)
+        corner = np.empty(M, np.int64)
+        wts = np.empty((8, M), np.float32)
+        vals = np.empty((3, M), np.float32)
         g = accf[hb]
         for i in range(n):
             if half[i] != hb:
@@ -276,6 +288,12 @@ def backproject_kernel(
                 continue
             # classes k0 .. k0 + nblk - 1 in blocks of 3, the rest one by one
             nblk = (nk // 3) * 3 if 2 * nact >= nk else 0
+            if nblk == nk == 3:  # this task's classes are one block of three
+                _slice_pixels(
+                    A, i, pad, kx, ky, off, strides, wsig, X, C, alpha[i], corner, wts, vals
+                )
+                _scatter_block3(g, r, i, k0, rmin, corner, wts, vals, ox, oy, oz)
+                continue
             a00 = A[i, 0, 0] * pad
             a01 = A[i, 0, 1] * pad
             a02 = A[i, 0, 2] * pad
@@ -336,6 +354,66 @@ def backproject_kernel(
                     _add3(g, p + ozx, w101, vr, vi, vw)
                     _add3(g, p + ozy, w110, vr, vi, vw)
                     _add3(g, p + ozyx, w111, vr, vi, vw)
+
+
+@nb.njit(inline="always", fastmath=True, nogil=True)
+def _slice_pixels(
+    A, i, pad, kx, ky, off, strides, wsig, X, C, al, corner, wts, vals
+):  # pragma: no cover
+    """Particle ``i``'s disc pixels, for :func:`_scatter_block3`: ``corner[m]``, the flat
+    accumulator index of pixel ``m``'s corner ``(z0, y0, x0)`` (``strides`` of x, y, z; class
+    0, Re); ``wts[:, m]``, its 8 trilinear weights (:func:`_pixel`, the order of
+    :func:`_corners`); ``vals[:, m]``, its data ``α C X wsig`` (Re, Im; conjugated on the
+    Hermitian side) and weight ``α² C² wsig``. No stores to the grid: the loop vectorises."""
+    a00 = A[i, 0, 0] * pad
+    a01 = A[i, 0, 1] * pad
+    a02 = A[i, 0, 2] * pad
+    a10 = A[i, 1, 0] * pad
+    a11 = A[i, 1, 1] * pad
+    a12 = A[i, 1, 2] * pad
+    sx, sy, sz = strides
+    for m in range(kx.shape[0]):
+        p, sgn, w0, w1, w2, w3, w4, w5, w6, w7 = _pixel(
+            a00, a01, a02, a10, a11, a12, kx[m], ky[m], off, sx, sy, sz
+        )
+        corner[m] = p
+        wts[0, m] = w0
+        wts[1, m] = w1
+        wts[2, m] = w2
+        wts[3, m] = w3
+        wts[4, m] = w4
+        wts[5, m] = w5
+        wts[6, m] = w6
+        wts[7, m] = w7
+        ws = wsig[m]
+        c = C[i, m] * al
+        vals[0, m] = X[i, m].real * c * ws
+        vals[1, m] = X[i, m].imag * c * ws * sgn
+        vals[2, m] = c * c * ws
+
+
+@nb.njit(inline="always", fastmath=True, nogil=True)
+def _scatter_block3(g, r, i, kb, rmin, corner, wts, vals, ox, oy, oz):  # pragma: no cover - jit
+    """Particle ``i``'s pixels (:func:`_slice_pixels`) into classes ``kb .. kb + 2``: nine
+    contiguous floats per corner (:func:`_add9`), pixel after pixel as in the kernel's own
+    loop, so every sum is the same."""
+    r0 = _active(r[i, kb], rmin)
+    r1 = _active(r[i, kb + 1], rmin)
+    r2 = _active(r[i, kb + 2], rmin)
+    for m in range(corner.shape[0]):
+        dr, di, wv = vals[0, m], vals[1, m], vals[2, m]
+        c0, c1, c2 = r0 * dr, r0 * di, r0 * wv
+        c3, c4, c5 = r1 * dr, r1 * di, r1 * wv
+        c6, c7, c8 = r2 * dr, r2 * di, r2 * wv
+        p = np.uint64(corner[m] + 3 * kb)
+        _add9(g, p, wts[0, m], c0, c1, c2, c3, c4, c5, c6, c7, c8)
+        _add9(g, p + ox, wts[1, m], c0, c1, c2, c3, c4, c5, c6, c7, c8)
+        _add9(g, p + oy, wts[2, m], c0, c1, c2, c3, c4, c5, c6, c7, c8)
+        _add9(g, p + oy + ox, wts[3, m], c0, c1, c2, c3, c4, c5, c6, c7, c8)
+        _add9(g, p + oz, wts[4, m], c0, c1, c2, c3, c4, c5, c6, c7, c8)
+        _add9(g, p + oz + ox, wts[5, m], c0, c1, c2, c3, c4, c5, c6, c7, c8)
+        _add9(g, p + oz + oy, wts[6, m], c0, c1, c2, c3, c4, c5, c6, c7, c8)
+        _add9(g, p + oz + oy + ox, wts[7, m], c0, c1, c2, c3, c4, c5, c6, c7, c8)
 
 
 @nb.njit(inline="always", fastmath=True, nogil=True)
