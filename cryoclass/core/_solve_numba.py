@@ -57,7 +57,9 @@ def solve_kernel(acc, hsel, reg, grid_shell, contrast, R, off, P, out):  # pragm
     pooled mean ``c = Σ_j num_j / Σ_j wgt_j`` of all classes at the voxel.
 
     ``reg (K, S)`` float32 per-shell regulariser (``inf``: drop the shell); voxels at shell ≥ S
-    are zero. ``out (K, P, P, P//2+1)`` complex64 must be zeroed by the caller.
+    are zero. Every element of ``out (K, P, P, P//2+1)`` complex64 is written (``P = 2R``: the
+    loops cover all of it), so it need not be zeroed: at P = 96, K = 3 zeroing it first took
+    ~1 ms of each solve, five solves per M-step.
     """
     K = acc.shape[4]
     S = reg.shape[1]
@@ -78,6 +80,8 @@ def solve_kernel(acc, hsel, reg, grid_shell, contrast, R, off, P, out):  # pragm
             for x in range(R + 1):
                 s = grid_shell[z, y, x]
                 if s >= S:
+                    for k in range(K):
+                        out[k, iz, iy, x] = 0
                     continue
                 sign = np.float32(1.0 - 2.0 * ((kz + ky + x) & 1))
                 mirror = x == 0 and 0 <= zm < Z and 0 <= ym < Y
@@ -105,6 +109,7 @@ def solve_kernel(acc, hsel, reg, grid_shell, contrast, R, off, P, out):  # pragm
                 for k in range(K):
                     r = reg[k, s]
                     if not np.isfinite(r):
+                        out[k, iz, iy, x] = 0
                         continue
                     ar = nr[k]
                     ai = ni[k]

@@ -179,7 +179,8 @@ def _solve_volumes(
     from ..core._solve_numba import solve_kernel
 
     K, Dc, P, R = stats.K, geom.Dc, geom.pad * geom.Dc, geom.R
-    F = np.zeros((K, P, P, P // 2 + 1), np.complex64)
+    # the kernel writes every element where P = 2R (always: Dc is even); else zero it first
+    F = (np.empty if P == 2 * R else np.zeros)((K, P, P, P // 2 + 1), np.complex64)
     solve_kernel(
         stats.acc,
         2 if h is None else h,
