@@ -22,6 +22,7 @@ Example
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -73,11 +74,25 @@ def shell_index(D: int, xp: Any = np) -> Any:
     -------
     idx : int64 array, shape ``(D, D, D//2 + 1)``
         ``round(sqrt(kz² + ky² + kx²))`` with integer frequencies ``k``; values above ``D // 2``
-        are beyond Nyquist (the cube's corners).
+        are beyond Nyquist (the cube's corners). On NumPy one shared, read-only array per ``D``.
     """
+    if xp is np:
+        return _shell_index_np(int(D))
+    return _shell_index(D, xp)
+
+
+def _shell_index(D: int, xp: Any) -> Any:
     full, half = _int_freqs(D, xp)
     r2 = full[:, None, None] ** 2 + full[None, :, None] ** 2 + half[None, None, :] ** 2
     return xp.rint(xp.sqrt(r2)).astype(xp.int64)
+
+
+@functools.lru_cache(maxsize=16)
+def _shell_index_np(D: int) -> np.ndarray:
+    """The NumPy one, made once per box (every FSC and M-step asks for it), read-only."""
+    idx = _shell_index(D, np)
+    idx.flags.writeable = False
+    return idx
 
 
 def shell_index_2d(D: int, xp: Any = np) -> Any:
@@ -246,15 +261,19 @@ def _fsc_real(v1: Any, v2: Any, mask: Any, pixel_size_A: float, lead: int) -> tu
     xp = get_array_module(v1, v2, mask)
     D = _check_volumes(v1, v2, mask, lead)
     freq = shell_frequencies(D, pixel_size_A, xp)
-    if mask is not None:
-        v1 = v1 * mask
-        v2 = v2 * mask
+    # both maps (masked) in one array, so one transform call does both: at the low-res init box
+    # (20³, K = 3-12) two calls took 1.5-1.7× as long as one
+    kinds = (v1.dtype, v2.dtype) if mask is None else (v1.dtype, v2.dtype, mask.dtype)
+    both = xp.empty((2, *v1.shape), dtype=np.result_type(*kinds))
+    for out, v in ((both[0], v1), (both[1], v2)):
+        if mask is None:
+            out[...] = v
+        else:
+            xp.multiply(v, mask, out=out)
     # no ifftshift: a shift multiplies both transforms by the same phase, which cancels in
     # F₁ F₂* and |F|² (the FSC is that of the centred maps to rounding)
-    axes = (-3, -2, -1)
-    F1 = _fft.rfftn(v1, axes=axes)
-    F2 = _fft.rfftn(v2, axes=axes)
-    return freq, fsc_fourier(F1, F2, shell_index(D, xp), n_shells_for(D))
+    F = _fft.rfftn(both, axes=(-3, -2, -1))
+    return freq, fsc_fourier(F[0], F[1], shell_index(D, xp), n_shells_for(D))
 
 
 def fsc(
