@@ -367,6 +367,7 @@ def test_slp_back_projection_is_verified_and_falls_back_when_wrong(monkeypatch):
     from cryoclass.core import _slice_numba as SN
 
     assert S._backproject_agrees(SN.backproject_kernel_slp, 4, False)
+    assert S._backproject_agrees(SN.backproject_kernel_slp, 3, False)  # one block of three
     plain = SN.backproject_kernel_plain()
     assert plain is not SN.backproject_kernel_slp
     assert S._backproject_agrees(plain, 4, False) and S._backproject_agrees(plain, 1, False)
@@ -376,6 +377,7 @@ def test_slp_back_projection_is_verified_and_falls_back_when_wrong(monkeypatch):
         a[12][...] *= np.float32(1.01)  # a[12]: the flat accumulator
 
     assert not S._backproject_agrees(wrong, 4, False)
+    assert not S._backproject_agrees(wrong, 3, False)
     monkeypatch.setattr(S, "_verified_before", lambda kernel: False)  # no note from earlier
     monkeypatch.setattr(S, "_backproject_agrees", lambda kernel, K, hard: False)
     monkeypatch.setattr(SN, "backproject_kernel_plain", lambda: plain)

@@ -577,12 +577,13 @@ def _backproject_agrees(kernel: Any, K: int, one_hot: bool) -> bool:
 def _verified_backproject_kernel() -> Any:
     """The Numba back-projection compiled with LLVM's SLP vectoriser, which Numba keeps off by
     default after miscompilations (numba#8852): checked once per binary against the array code
-    on a tiny problem through each of its paths (one class, blocks of three plus a remainder,
-    one-hot). If it disagrees, the same kernel compiled without SLP is used, with a warning."""
+    on a tiny problem through each of its paths (one class, one block of three, blocks of three
+    plus a remainder, one-hot). If it disagrees, the same kernel compiled without SLP is used,
+    with a warning."""
     from ._slice_numba import backproject_kernel_plain, backproject_kernel_slp
 
     def agrees(kernel: Any) -> bool:
-        cases = ((1, False), (4, False), (4, True))
+        cases = ((1, False), (3, False), (4, False), (4, True))
         return all(_backproject_agrees(kernel, K, hard) for K, hard in cases)
 
     return _verified_kernel(backproject_kernel_slp, backproject_kernel_plain, agrees,
