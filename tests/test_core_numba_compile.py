@@ -127,3 +127,21 @@ def test_import_makes_idle_openmp_threads_sleep_unless_the_user_chose(preset):
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == (preset or "PASSIVE")
+
+
+def test_gather_lanes_follow_the_target_cpu(monkeypatch):
+    """8 forced lanes only where Numba compiles for AVX-512 (one 512-bit register of float64
+    sums); elsewhere 0, LLVM's cost model's own width (8 were slower on an AVX2 EPYC)."""
+    from numba.core import config
+
+    from cryoclass.core._numba_compile import gather_lanes
+
+    monkeypatch.setattr(config, "CPU_FEATURES", "+64bit,+avx,+avx2,+fma,-avx512f", raising=False)
+    assert gather_lanes() == 0
+    monkeypatch.setattr(config, "CPU_FEATURES", "+64bit,+avx2,+avx512f,+avx512dq", raising=False)
+    assert gather_lanes() == 8
+    monkeypatch.setattr(config, "CPU_FEATURES", None, raising=False)
+    import llvmlite.binding as llvm
+
+    host_avx512 = bool(llvm.get_host_cpu_features().get("avx512f", False))
+    assert gather_lanes() == (8 if host_avx512 else 0)

@@ -10,10 +10,13 @@ three classes at the 48³ box (pad 2; views in viewing-direction order) took 16 
 ``benchmarks/RESULTS.md``). The log-likelihood gather ran slower with it.
 
 The log-likelihood gather is vectorised by the *loop* vectoriser instead (over disc pixels,
-with gathers). Its cost model picks 4 lanes there (float64 sums cap it at one 256-bit register)
-where 8 ran 1.2–1.5× faster (48³, K = 3, 1 000 particles: 10.4–11.4 vs 16.0 ms), so that
-kernel is compiled with LLVM's ``-force-vector-width=8``. The width changes results only by float64
-rounding (lanes are pixels: each lane sums its share of a particle's pixels in float64).
+with gathers). Its cost model picks 4 lanes there (float64 sums cap it at one 256-bit register).
+On a CPU with AVX-512 (the Intel Xeon of ``benchmarks/RESULTS.md``) 8 lanes — one 512-bit
+register — ran 1.2–1.5× faster (48³, K = 3, 1 000 particles: 10.4–11.4 vs 16.0 ms), so there
+the gathers are compiled with LLVM's ``-force-vector-width=8`` (:func:`gather_lanes`). On an
+AVX2-only CPU (AMD EPYC, Zen 3) 8 lanes are two registers per sum and ran 1.2–1.7× *slower* than
+the cost model's 4, so there it chooses. The width changes results only by float64 rounding
+(lanes are pixels: each lane sums its share of a particle's pixels in float64).
 
 Both options are switched on for the kernels wrapped here, only while they compile (under
 Numba's compiler lock, so no other function compiles meanwhile), not for the rest of the
@@ -33,7 +36,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["compiled_with", "slp_vectorised", "vector_width"]
+__all__ = ["compiled_with", "gather_lanes", "slp_vectorised", "vector_width"]
 
 
 @contextmanager
@@ -116,3 +119,19 @@ def slp_vectorised(dispatcher: Any) -> Callable[..., Any]:
 def vector_width(width: int) -> Callable[[Any], Callable[..., Any]]:
     """Decorator: :func:`compiled_with` the loop-vectoriser width forced to ``width`` lanes."""
     return functools.partial(compiled_with, width=width)
+
+
+def gather_lanes() -> int:
+    """Loop-vectoriser lanes to force on the gather kernels: 8 where the CPU Numba compiles for
+    has AVX-512 (one 512-bit register of float64 sums; LLVM's cost model stops at 256 bits), else
+    0 (the cost model's own choice). Measured in ``benchmarks/RESULTS.md``: 8 lanes 1.2–1.5×
+    faster than 4 on an AVX-512 Xeon, 1.2–1.7× slower on an AVX2 EPYC (Zen 3). The CPU is
+    Numba's target: ``NUMBA_CPU_FEATURES`` where set, else the host's."""
+    from numba.core import config
+
+    features = getattr(config, "CPU_FEATURES", None)
+    if features is None:
+        import llvmlite.binding as llvm
+
+        features = llvm.get_host_cpu_features().flatten()
+    return 8 if "+avx512f" in str(features).split(",") else 0

@@ -16,7 +16,7 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-from ._numba_compile import slp_vectorised, vector_width
+from ._numba_compile import gather_lanes, slp_vectorised, vector_width
 
 
 @nb.njit(inline="always", fastmath=True, nogil=True)
@@ -504,11 +504,12 @@ def slice_stats_kernel(
 backproject_kernel_slp = slp_vectorised(backproject_kernel)
 
 
-#: the log-likelihood gather as called: vectorised over pixels, 8 lanes (see _numba_compile;
-#: checked against the array code once per binary, ``slices._verified_kernel``)
-loglik_kernel_wide = vector_width(8)(loglik_kernel)
+#: the log-likelihood gather as called: vectorised over pixels, 8 lanes with AVX-512, else the
+#: vectoriser's own width (:func:`._numba_compile.gather_lanes`; checked against the array code
+#: once per binary, ``slices._verified_kernel``)
+loglik_kernel_wide = vector_width(gather_lanes())(loglik_kernel)
 #: the shell statistics' gather, the same way (checked with the log-likelihood kernel)
-slice_stats_kernel_wide = vector_width(8)(slice_stats_kernel)
+slice_stats_kernel_wide = vector_width(gather_lanes())(slice_stats_kernel)
 
 
 def loglik_kernel_plain():

@@ -546,8 +546,8 @@ def _verified_kernel(wide: Any, plain: Any, agrees: Any, what: str) -> Any:
 
 @functools.lru_cache(maxsize=1)
 def _verified_loglik_kernel() -> Any:
-    """The Numba log-likelihood compiled with 8-lane loop vectorisation (``_numba_compile``),
-    checked once per binary against the array code through each of its class-block sizes
+    """The Numba log-likelihood compiled with ``_numba_compile.gather_lanes`` lanes, checked
+    once per binary against the array code through each of its class-block sizes
     (K = 7: blocks of 4 and 3; K = 6: 4 and 2; K = 1)."""
     from ._slice_numba import loglik_kernel_plain, loglik_kernel_wide
 
@@ -694,7 +694,7 @@ def _slice_stats_agree(kernel: Any, K: int) -> bool:
 
 @functools.lru_cache(maxsize=1)
 def _verified_slice_stats_kernel() -> Any:
-    """The shell-statistics kernel compiled with 8-lane loop vectorisation, checked once per
+    """The shell-statistics kernel compiled like the log-likelihood, checked once per
     process against the array code (one class, and class 0 of three)."""
     from ._slice_numba import slice_stats_kernel_plain, slice_stats_kernel_wide
 
