@@ -14,7 +14,7 @@ with gathers). Its cost model picks 4 lanes there (float64 sums cap it at one 25
 On a CPU with AVX-512 (the Intel Xeon of ``benchmarks/RESULTS.md``) 8 lanes — one 512-bit
 register — ran 1.2–1.5× faster (48³, K = 3, 1 000 particles: 10.4–11.4 vs 16.0 ms), so there
 the gathers are compiled with LLVM's ``-force-vector-width=8`` (:func:`gather_lanes`). On an
-AVX2-only CPU (AMD EPYC, Zen 3) 8 lanes are two registers per sum and ran 1.2–1.7× *slower* than
+AVX2-only CPU (AMD EPYC, Zen 3) 8 lanes are two registers per sum and ran 1.2–1.6× *slower* than
 the cost model's 4, so there it chooses. The width changes results only by float64 rounding
 (lanes are pixels: each lane sums its share of a particle's pixels in float64).
 
@@ -125,7 +125,7 @@ def gather_lanes() -> int:
     """Loop-vectoriser lanes to force on the gather kernels: 8 where the CPU Numba compiles for
     has AVX-512 (one 512-bit register of float64 sums; LLVM's cost model stops at 256 bits), else
     0 (the cost model's own choice). Measured in ``benchmarks/RESULTS.md``: 8 lanes 1.2–1.5×
-    faster than 4 on an AVX-512 Xeon, 1.2–1.7× slower on an AVX2 EPYC (Zen 3). The CPU is
+    faster than 4 on an AVX-512 Xeon, 1.2–1.6× slower on an AVX2 EPYC (Zen 3). The CPU is
     Numba's target: ``NUMBA_CPU_FEATURES`` where set, else the host's."""
     from numba.core import config
 

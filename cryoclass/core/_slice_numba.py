@@ -507,9 +507,10 @@ backproject_kernel_slp = slp_vectorised(backproject_kernel)
 #: the log-likelihood gather as called: vectorised over pixels, 8 lanes with AVX-512, else the
 #: vectoriser's own width (:func:`._numba_compile.gather_lanes`; checked against the array code
 #: once per binary, ``slices._verified_kernel``)
-loglik_kernel_wide = vector_width(gather_lanes())(loglik_kernel)
+_gather_width = vector_width(gather_lanes())
+loglik_kernel_wide = _gather_width(loglik_kernel)
 #: the shell statistics' gather, the same way (checked with the log-likelihood kernel)
-slice_stats_kernel_wide = vector_width(gather_lanes())(slice_stats_kernel)
+slice_stats_kernel_wide = _gather_width(slice_stats_kernel)
 
 
 def loglik_kernel_plain():
