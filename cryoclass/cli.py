@@ -177,7 +177,9 @@ def _add_classify(sub: Any) -> None:
     )
     c.add_argument("--resume", action="store_true", help="continue from OUTDIR's checkpoint")
     c.add_argument("--overwrite", action="store_true", help="replace a finished OUTDIR")
-    c.add_argument("--quiet", action="store_true", help="no progress bar")
+    c.add_argument(
+        "--quiet", action="store_true", help="no progress bar (bars are drawn on a terminal only)"
+    )
 
 
 def _add_followup(sub: Any) -> None:
@@ -341,12 +343,25 @@ def _params_from_flags(a: argparse.Namespace) -> dict[str, Any]:
     )
 
 
-class ProgressPrinter:
-    """A CLI subscriber: a tqdm bar per phase, one line per iteration, a summary at the end."""
+def _is_terminal(stream: Any) -> bool:
+    """Whether ``stream`` is an interactive terminal (not a file, pipe or notebook capture)."""
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
 
-    def __init__(self, stream: Any = None, bar: bool = True):
+
+class ProgressPrinter:
+    """A CLI subscriber: a tqdm bar per phase, one line per iteration, a summary at the end.
+
+    ``bar``: True draws the bars, False never; None (the CLI's default) draws them only where
+    ``stream`` is a terminal, so a log redirected to a file (a cluster job's, ``nohup``, ``|
+    tee``) gets plain lines — each phase as it starts, each iteration — without a bar's
+    carriage-return redraws."""
+
+    def __init__(self, stream: Any = None, bar: bool | None = None):
         self.stream = stream or sys.stderr
-        self.bar_enabled = bar
+        self.bar_enabled = _is_terminal(self.stream) if bar is None else bar
         self._bar: Any = None
         self._phase = ""
 
@@ -371,6 +386,8 @@ class ProgressPrinter:
         elif name == "PhaseStarted":
             self._close()
             self._phase = e.phase
+            if not self.bar_enabled:  # without bars, a log still says where the job is
+                print(f"{e.phase:>10} …", file=self.stream, flush=True)
         elif name == "Progress" and self.bar_enabled:
             if self._bar is None or self._bar.total != e.total or e.done <= self._bar.n:
                 from tqdm.auto import tqdm  # only where bars are drawn (not with --quiet)
@@ -508,7 +525,7 @@ def _classify(a: argparse.Namespace, argv: Sequence[str], startup_gc: _StartupGC
         client=_client(a.scheduler),
     )
     job.subscribe(startup_gc)
-    job.subscribe(ProgressPrinter(bar=not a.quiet))
+    job.subscribe(ProgressPrinter(bar=False if a.quiet else None))
     try:
         result = job.run()
     except KeyboardInterrupt:

@@ -83,7 +83,7 @@ def run(a: argparse.Namespace) -> int:
             compiled.append(bool(e.compiling_kernels))
 
     t1 = time.perf_counter()
-    result = job.run([ProgressPrinter(bar=not a.quiet)])
+    result = job.run([ProgressPrinter(bar=False if a.quiet else None)])
     t_cls = time.perf_counter() - t1
     if result is None:
         return 130

@@ -226,7 +226,7 @@ def _run_reclassify(a: argparse.Namespace, command: str) -> int:
         f"{prov.get('classes')} from {a.result_dir}",
         file=sys.stderr,
     )
-    job.subscribe(ProgressPrinter(bar=not a.quiet))
+    job.subscribe(ProgressPrinter(bar=False if a.quiet else None))
     try:
         result = job.run()
     except KeyboardInterrupt:
