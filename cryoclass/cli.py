@@ -58,6 +58,62 @@ def _params_epilog() -> str:
     return "\n".join(lines)
 
 
+#: ``classify`` options that set a parameter: argparse dest → API name. Options without a help
+#: text of their own take the parameter's (one source of truth with the API docs and the
+#: widgets' form).
+_FLAG_PARAMS: dict[str, str] = {
+    "n_classes": "n_classes",
+    "filter_res": "filter_res_A",
+    "init_mode": "init_mode",
+    "symmetry": "symmetry",
+    "hard": "force_hard",
+    "scale": "per_particle_scale",
+    "no_scale_shrinkage": "scale_shrinkage",
+    "no_fsc_filter": "use_fsc_filter",
+    "tau2_fudge": "tau2_fudge",
+    "convergence_pct": "convergence_pct",
+    "no_rms_check": "rms_change_check",
+    "no_shrink_to_consensus": "shrink_to_consensus",
+    "local_shrink": "local_shrink_A",
+    "rms_threshold": "rms_change_threshold",
+    "max_fem_iters": "max_fem_iters",
+    "oem_epochs": "oem_epochs",
+    "batch_per_class": "oem_batch_size_per_class",
+    "lr_init": "oem_learning_rate_init",
+    "lr_halflife": "oem_learning_rate_halflife_pct",
+    "class_similarity": "class_similarity",
+    "auto_class_similarity": "auto_tune_class_similarity",
+    "init_res": "init_res_A",
+    "init_restarts": "init_restarts",
+    "init_lowres_iters": "init_lowres_iters",
+    "init_refine_iters": "init_refine_iters",
+    "highpass_res": "highpass_res_A",
+    "reorder_by_size": "reorder_by_size",
+    "output_every_fem": "output_every_fem",
+    "seed": "seed",
+    "device": "device",
+    "chunk_size": "chunk_size",
+    "cache_dir": "cache_dir",
+    "memory_limit": "memory_limit_GB",
+}
+
+
+def _describe_parameter_options(parser: argparse.ArgumentParser) -> None:
+    """Give every option of :data:`_FLAG_PARAMS` without a help text its parameter's, and every
+    option taking a value its default (unless its help says it)."""
+    from .params import ClassificationParams
+
+    fields = ClassificationParams.__dataclass_fields__
+    for action in parser._actions:
+        if action.dest not in _FLAG_PARAMS:
+            continue
+        if action.help is None:
+            action.help = fields[_FLAG_PARAMS[action.dest]].metadata["help"].replace("%", "%%")
+        takes_value = action.nargs != 0
+        if takes_value and action.default not in (None, "") and "default" not in action.help:
+            action.help += " (default: %(default)s)"
+
+
 def _add_classify(sub: Any) -> None:
     c = sub.add_parser(
         "classify",
@@ -70,7 +126,7 @@ def _add_classify(sub: Any) -> None:
     # required unless --params gives them (checked in params_from_args)
     c.add_argument("-K", "--n-classes", dest="n_classes", type=int, help="number of classes")
     c.add_argument("--filter-res", type=float, help="filter resolution (Å)")
-    c.add_argument("-o", "--outdir", required=True)
+    c.add_argument("-o", "--outdir", required=True, help="output directory")
     c.add_argument("--passthrough", help="CryoSPARC passthrough .cs (merged by uid)")
     c.add_argument("--project-dir", help="CryoSPARC/RELION project directory for image paths")
     c.add_argument("--solvent-mask", help="solvent mask .mrc (default: auto from the consensus)")
@@ -87,7 +143,11 @@ def _add_classify(sub: Any) -> None:
         action="store_true",
         help="optimal scale: the raw per-image fit (no empirical-Bayes shrinkage)",
     )
-    c.add_argument("--no-fsc-filter", action="store_true")
+    c.add_argument(
+        "--no-fsc-filter",
+        action="store_true",
+        help="no FSC filtering of the classes: RELION's regulariser T (--tau2-fudge) instead",
+    )
     c.add_argument("--tau2-fudge", type=float, default=_d("tau2_fudge"))
     c.add_argument("--convergence-pct", type=float, default=_d("convergence_pct"))
     c.add_argument("--no-rms-check", action="store_true", help="no RMS density change check")
@@ -108,12 +168,7 @@ def _add_classify(sub: Any) -> None:
     c.add_argument("--oem-epochs", type=int, default=_d("oem_epochs"))
     c.add_argument("--batch-per-class", type=int, default=_d("oem_batch_size_per_class"))
     c.add_argument("--lr-init", type=float, default=_d("oem_learning_rate_init"))
-    c.add_argument(
-        "--lr-halflife",
-        type=float,
-        default=_d("oem_learning_rate_halflife_pct"),
-        help="%% of O-EM iterations",
-    )
+    c.add_argument("--lr-halflife", type=float, default=_d("oem_learning_rate_halflife_pct"))
     c.add_argument("--class-similarity", type=float, default=_d("class_similarity"))
     c.add_argument("--auto-class-similarity", action="store_true")
     c.add_argument("--init-res", type=float, default=_d("init_res_A"))
@@ -151,7 +206,8 @@ def _add_classify(sub: Any) -> None:
         "--memory-limit",
         type=float,
         default=_d("memory_limit_GB"),
-        help="GB the preprocessed particles may take in RAM; larger → OUTDIR/particle_cache",
+        help="GB the preprocessed particles may take in RAM; larger → OUTDIR/particle_cache "
+        "(default: 0 = no limit)",
     )
     c.add_argument(
         "--scheduler",
@@ -180,6 +236,7 @@ def _add_classify(sub: Any) -> None:
     c.add_argument(
         "--quiet", action="store_true", help="no progress bar (bars are drawn on a terminal only)"
     )
+    _describe_parameter_options(c)
 
 
 def _add_followup(sub: Any) -> None:

@@ -138,3 +138,28 @@ def test_k_and_filter_res_required_without_a_params_file(tmp_path):
     )
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "--filter-res is required" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def _classify_parser():
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    return sub.choices["classify"]
+
+
+def test_every_option_is_described_and_a_value_option_shows_its_default():
+    from cryoclass.cli import _FLAG_PARAMS, _params_from_flags
+    from cryoclass.params import ClassificationParams
+
+    c = _classify_parser()
+    options = [a for a in c._actions if a.option_strings and a.dest != "help"]
+    assert all(a.help for a in options), [a.dest for a in options if not a.help]
+    help_text = c.format_help()
+    for a in options:
+        if a.dest in _FLAG_PARAMS and a.nargs != 0 and a.default not in (None, ""):
+            assert "default" in a.help, a.dest
+    assert "(default: 2.0)" in help_text  # --convergence-pct, from the API default
+    assert "% of particles switch class" in help_text  # its text, from the parameter's help
+    # the mapping names real options and parameters, and covers every parameter the flags set
+    dests = {a.dest for a in options}
+    assert set(_FLAG_PARAMS) <= dests
+    assert set(_FLAG_PARAMS.values()) <= set(ClassificationParams.__dataclass_fields__)
+    assert set(_FLAG_PARAMS.values()) == set(_params_from_flags(c.parse_args(BASE[1:])))
