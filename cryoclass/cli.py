@@ -240,7 +240,7 @@ def _add_classify(sub: Any) -> None:
 
 
 def _add_followup(sub: Any) -> None:
-    """``reconstruct``, ``regroup``, ``reclassify`` (see :mod:`cryoclass.followup.cli`)."""
+    """``reconstruct``, ``regroup``, ``reclassify``, ``select`` (:mod:`cryoclass.followup.cli`)."""
     from .followup import cli as followup_cli
 
     followup_cli.add_parsers(sub)
@@ -639,7 +639,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .warmup import compile_kernels
 
             return 1 if compile_kernels()["remaining"] else 0
-        if args.command in ("reconstruct", "regroup", "reclassify"):
+        if args.command in ("reconstruct", "regroup", "reclassify", "select"):
             from .followup import cli as followup_cli
 
             return followup_cli.run(args, argv)

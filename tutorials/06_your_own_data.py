@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -185,6 +185,19 @@ print(
 #     --select rlnClassNumber --minval 2 --maxval 2
 # ```
 #
+# To refine only the particles assigned with confidence, select them by their posterior: a
+# particle is kept when its most likely class is one of those chosen and its posterior summed
+# over them reaches the threshold (on the command line: `cryoclass select class3d --classes 1
+# --min-probability 0.9 -o class3d_sel`). `selected.star` / `.cs` keep every column.
+
+# %%
+from cryoclass.followup import select_particles
+
+sel = select_particles(out, [1], min_probability=0.9)
+sel.write(WORK / "class3d_sel")
+sel.table()
+
+# %% [markdown]
 # The class volume is small (classification box); to use it as a reference at the full box,
 # either reconstruct the class at the full box (`cryoclass reconstruct`, tutorial 5) or rescale
 # it: `relion_image_handler --i class_01.mrc --o ref.mrc --rescale_angpix 3.0 --new_box 64`.

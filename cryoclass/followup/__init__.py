@@ -4,6 +4,8 @@
   (CryoSPARC "Heterogeneous Reconstruction Only").
 * :func:`regroup` — cluster many classes into superclasses by real-space voxel correlation.
 * :func:`subset_particles` / :func:`reclassify` — a new classification of chosen classes.
+* :func:`select_particles` — the particles of chosen classes (optionally only the confidently
+  assigned ones) written as ``selected.star`` / ``.cs`` for refinement elsewhere.
 * :func:`load_result` — read a classification OUTDIR back.
 
 Example
@@ -18,6 +20,7 @@ Example
 from __future__ import annotations
 
 from .hetero import HeteroReconstruction, reconstruct_classes
+from .select import Selection, select_particles
 from .sources import LoadedResult, class_labels, class_posteriors, load_result
 from .subset import reclassify, select_classes, subset_particles
 from .superclasses import Regrouping, class_correlation, regroup
@@ -31,6 +34,8 @@ __all__ = [
     "subset_particles",
     "select_classes",
     "reclassify",
+    "Selection",
+    "select_particles",
     "LoadedResult",
     "load_result",
     "class_labels",

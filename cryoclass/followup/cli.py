@@ -1,4 +1,4 @@
-"""Command-line follow-up jobs: ``cryoclass reconstruct | regroup | reclassify``.
+"""Command-line follow-up jobs: ``cryoclass reconstruct | regroup | reclassify | select``.
 
 ::
 
@@ -7,6 +7,7 @@
     cryoclass regroup RESULT_DIR -n 3 -o OUTDIR [--min-class-size N] [--exclude 4 7]
                                                 [--method hierarchical|spectral]
     cryoclass reclassify RESULT_DIR --classes 0 2 -K 2 [--filter-res 8] -o OUTDIR
+    cryoclass select RESULT_DIR --classes 0 2 [--min-probability 0.9] -o OUTDIR
 
 ``PARTICLES`` is a ``.star``/``.cs`` file with class assignments (``rlnClassNumber``,
 ``alignments3D/class``) or a classification OUTDIR. ``reclassify`` inherits every parameter of
@@ -19,7 +20,7 @@ Example
 >>> sub = argparse.ArgumentParser().add_subparsers(dest="command")
 >>> add_parsers(sub)
 >>> sorted(COMMANDS)
-['reclassify', 'reconstruct', 'regroup']
+['reclassify', 'reconstruct', 'regroup', 'select']
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from typing import Any
 
 __all__ = ["add_parsers", "run", "COMMANDS"]
 
-COMMANDS = ("reconstruct", "regroup", "reclassify")
+COMMANDS = ("reconstruct", "regroup", "reclassify", "select")
 
 
 def _add_reconstruct(sub: Any) -> None:
@@ -112,11 +113,36 @@ def _add_reclassify(sub: Any) -> None:
     c.add_argument("--quiet", action="store_true")
 
 
+def _add_select(sub: Any) -> None:
+    c = sub.add_parser(
+        "select",
+        help="write the particles of chosen classes (optionally only the confident ones)",
+        description="Write the particles of some classes of RESULT_DIR as selected.star / "
+        "selected.cs (every column kept, class posteriors included) with selection.yaml. A "
+        "particle is selected when its most likely class is one of --classes and, with "
+        "--min-probability P, when its posterior summed over those classes is at least P.",
+    )
+    c.add_argument("result_dir", help="classification OUTDIR")
+    c.add_argument("--classes", type=int, nargs="+", help="0-based classes (class_NN numbering)")
+    c.add_argument("--min-size", type=int, help="only classes with at least this many particles")
+    c.add_argument(
+        "--min-probability",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="keep a particle only if its posterior summed over the chosen classes is ≥ P "
+        "(0-1; default 0: every particle whose most likely class is chosen)",
+    )
+    c.add_argument("-o", "--outdir", required=True)
+    c.add_argument("--formats", nargs="+", choices=("star", "cs"), default=["star", "cs"])
+
+
 def add_parsers(sub: Any) -> None:
-    """Add the ``reconstruct``, ``regroup`` and ``reclassify`` sub-commands."""
+    """Add the ``reconstruct``, ``regroup``, ``reclassify`` and ``select`` sub-commands."""
     _add_reconstruct(sub)
     _add_regroup(sub)
     _add_reclassify(sub)
+    _add_select(sub)
 
 
 def _progress(quiet: bool) -> Any:
@@ -239,6 +265,21 @@ def _run_reclassify(a: argparse.Namespace, command: str) -> int:
     return 0
 
 
+def _run_select(a: argparse.Namespace, command: str) -> int:
+    from .select import select_particles
+
+    sel = select_particles(
+        a.result_dir, a.classes, min_size=a.min_size, min_probability=a.min_probability
+    )
+    sel.write(a.outdir, formats=tuple(a.formats), command=command)
+    print(sel.table().to_string(index=False))
+    p = f", summed posterior ≥ {sel.min_probability:g}" if sel.min_probability > 0 else ""
+    n, total = len(sel.rows), len(sel.parent.labels)
+    print(f"selected {n} of {total} particles (classes {' '.join(map(str, sel.classes))}{p})")
+    print(f"outputs in {a.outdir}")
+    return 0
+
+
 def run(a: argparse.Namespace, argv: Sequence[str]) -> int:
     """Run the follow-up sub-command ``a.command``; returns the exit code."""
     command = "cryoclass " + shlex.join(argv)
@@ -246,5 +287,6 @@ def run(a: argparse.Namespace, argv: Sequence[str]) -> int:
         "reconstruct": _run_reconstruct,
         "regroup": _run_regroup,
         "reclassify": _run_reclassify,
+        "select": _run_select,
     }[a.command]
     return int(runner(a, command))

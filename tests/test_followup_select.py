@@ -1,0 +1,124 @@
+"""``cryoclass select``: the particles of chosen classes, optionally only the confident ones,
+written as the parent's rows (every column) with image paths valid from the new directory."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import starfile
+import yaml
+from _followup_data import small_classification
+
+from cryoclass import read_particles
+from cryoclass.cli import main
+from cryoclass.errors import ParameterError
+from cryoclass.followup import load_result, select_particles
+from cryoclass.followup.select import selection_rows
+
+
+@pytest.fixture(scope="module")
+def parent(tmp_path_factory):
+    return small_classification(str(tmp_path_factory.getbasetemp()))
+
+
+# --------------------------------------------------------------------------- the rule
+POST = np.array(
+    [
+        [0.95, 0.05, 0.00],  # sure of class 0
+        [0.50, 0.10, 0.40],  # class 0, but split with class 2
+        [0.30, 0.20, 0.50],  # class 2, split with class 0
+        [0.10, 0.80, 0.10],  # class 1
+        [0.40, 0.35, 0.25],  # class 0, unsure
+    ]
+)
+
+
+def test_rule_hard_class_then_summed_posterior():
+    lab = POST.argmax(1)
+    assert selection_rows(lab, POST, [0]).tolist() == [0, 1, 4]  # P = 0: the class as is
+    assert selection_rows(lab, POST, [0], 0.9).tolist() == [0]
+    # merging classes 0 and 2: a particle split between them belongs to the merged set
+    assert selection_rows(lab, POST, [0, 2], 0.8).tolist() == [0, 1, 2]
+    # the most likely class decides membership even where the set's sum would pass
+    assert selection_rows(lab, POST, [1, 2], 0.5).tolist() == [2, 3]
+    assert selection_rows(lab, POST, [0, 1, 2], 1.0).tolist() == [0, 1, 2, 3, 4]  # sums to 1
+
+
+@pytest.mark.parametrize("p", [-0.1, 1.01, float("nan")])
+def test_rule_refuses_a_probability_outside_0_1(p):
+    with pytest.raises(ParameterError, match="between 0 and 1"):
+        selection_rows(POST.argmax(1), POST, [0], p)
+
+
+def test_rule_needs_posteriors_for_a_threshold():
+    lab = POST.argmax(1)
+    assert selection_rows(lab, None, [1]).tolist() == [3]
+    with pytest.raises(ParameterError, match="no class posteriors"):
+        selection_rows(lab, None, [1], 0.5)
+
+
+# --------------------------------------------------------------------------- on a real OUTDIR
+def test_selected_files_hold_exactly_the_parents_rows(parent, tmp_path, monkeypatch):
+    res = load_result(parent)
+    sel = select_particles(res, [1], min_probability=0.9)
+    out = tmp_path / "deeper" / "sel"
+    files = sel.write(out, command="cryoclass select test")
+    assert [f.name for f in files] == ["selected.star", "selected.cs", "selection.yaml"]
+
+    # expected rows, from the parent's particles.star read independently (RELION numbering)
+    tab = starfile.read(parent / "particles.star")["particles"]
+    want = (tab["rlnClassNumber"] == 2) & (tab["rlnClassPosterior02"] >= 0.9)
+    assert 0 < want.sum() < (tab["rlnClassNumber"] == 2).sum()  # the threshold bites
+    got = starfile.read(out / "selected.star")["particles"]
+    cols = [c for c in tab.columns if c != "rlnImageName"]
+    assert got[cols].reset_index(drop=True).equals(tab.loc[want, cols].reset_index(drop=True))
+
+    cs_parent = np.load(parent / "particles.cs")
+    cs = np.load(out / "selected.cs")
+    assert cs.dtype.names == cs_parent.dtype.names
+    keep = np.isin(cs_parent["uid"], got["cryoclassUid"].to_numpy().astype(np.uint64))
+    for name in ("uid", "alignments3D/class", "alignments_class3D_1/class_posterior"):
+        assert np.array_equal(cs[name], cs_parent[name][keep]), name
+
+    doc = yaml.safe_load((out / "selection.yaml").read_text())
+    assert doc["n_selected"] == int(want.sum()) == len(sel.rows)
+    assert doc["classes"] == [1] and doc["min_probability"] == 0.9
+    assert doc["per_class"] == [
+        {
+            "class": 1,
+            "particles": int((tab["rlnClassNumber"] == 2).sum()),
+            "selected": int(want.sum()),
+        }
+    ]
+    # both files read back from anywhere, their images found from the new directory
+    monkeypatch.chdir(tmp_path)
+    for name in ("selected.star", "selected.cs"):
+        p = read_particles(out / name)
+        assert len(p) == want.sum()
+        assert np.array_equal(p.images.read(np.arange(2)), res.particles.images.read(sel.rows[:2]))
+
+
+def test_selection_errors_name_the_problem(parent):
+    with pytest.raises(ParameterError, match="class 7 does not exist"):
+        select_particles(parent, [7])
+    with pytest.raises(ParameterError, match="classes"):
+        select_particles(parent)
+    with pytest.raises(ParameterError, match="no particles"):
+        select_particles(parent, [0], min_size=10**6)
+    with pytest.raises(ParameterError, match="the classification itself"):
+        select_particles(parent, [0]).write(parent)
+
+
+def test_cli_select(parent, tmp_path, capsys):
+    out = tmp_path / "sel"
+    assert (
+        main(["select", str(parent), "--classes", "0", "1", "-o", str(out), "--formats", "star"])
+        == 0
+    )
+    text = capsys.readouterr().out
+    n = len(load_result(parent).labels)
+    assert f"selected {n} of {n} particles (classes 0 1)" in text
+    assert sorted(p.name for p in out.iterdir()) == ["selected.star", "selection.yaml"]
+    assert main(["select", str(parent), "--classes", "9", "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["cryoclass select: error: parameter 'classes': class 9 does not exist (0..1)"]
