@@ -53,6 +53,20 @@ def test_subset_bad_selections(parent):
         subset_particles(res, [0], min_size=10**6)
 
 
+def test_subset_and_reclassify_keep_only_confident_particles(parent, tmp_path):
+    res = load_result(parent)
+    confident = (res.labels == 1) & (res.posteriors[:, 1] >= 0.95)
+    assert 0 < confident.sum() < (res.labels == 1).sum()
+    uid = res.particles.meta["uid"].to_numpy()
+    sub = subset_particles(parent, [1], min_probability=0.95)
+    assert sub.meta["uid"].tolist() == uid[confident].tolist()
+    job = reclassify(parent, [1], min_probability=0.95, n_classes=2, outdir=tmp_path / "r")
+    assert job.provenance["min_probability"] == 0.95
+    assert job.provenance["n_particles"] == int(confident.sum())
+    with pytest.raises(ParameterError, match="no class posteriors"):  # explicit labels only
+        subset_particles(res.particles, [1], labels=res.labels, min_probability=0.5)
+
+
 def test_subset_of_in_memory_particles_with_labels():
     ds = three_states()
     sub = subset_particles(ds.particles, [2], labels=ds.labels)

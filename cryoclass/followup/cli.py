@@ -96,6 +96,13 @@ def _add_reclassify(sub: Any) -> None:
     c.add_argument("result_dir", help="parent classification OUTDIR")
     c.add_argument("--classes", type=int, nargs="+", help="0-based parent classes")
     c.add_argument("--min-size", type=int, help="only classes with at least this many particles")
+    c.add_argument(
+        "--min-probability",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="only particles whose posterior summed over --classes is ≥ P (default 0)",
+    )
     c.add_argument("-K", "--n-classes", dest="n_classes", type=int)
     c.add_argument("--filter-res", type=float, help="Å (default: the parent's)")
     c.add_argument("-o", "--outdir", required=True)
@@ -238,6 +245,7 @@ def _run_reclassify(a: argparse.Namespace, command: str) -> int:
         a.result_dir,
         a.classes,
         min_size=a.min_size,
+        min_probability=a.min_probability,
         outdir=a.outdir,
         command=command,
         solvent_mask=a.solvent_mask,

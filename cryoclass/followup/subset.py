@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ParameterError
-from .sources import load_result, resolve_labels, strip_class_columns
+from .sources import class_posteriors, load_result, resolve_labels, strip_class_columns
 
 __all__ = ["select_classes", "subset_particles", "reclassify"]
 
@@ -79,6 +79,22 @@ def _source(result: Any, labels: Any) -> tuple[Any, np.ndarray, int, Any]:
     return result, lab, int(lab.max()) + 1, None
 
 
+def _rows(
+    src: Any, parts: Any, lab: np.ndarray, chosen: list[int], min_probability: float, given: Any
+) -> np.ndarray:
+    """Rows of the chosen classes, confident ones only with ``min_probability`` > 0 (see
+    :func:`~cryoclass.followup.select.selection_rows`; posteriors from the result or the
+    particles' columns; none where explicit ``labels`` were given)."""
+    from .select import selection_rows
+
+    post = None
+    if min_probability > 0 and given is None:
+        post = getattr(src, "posteriors", None)
+        if post is None:
+            post = class_posteriors(parts)
+    return selection_rows(lab, post, chosen, min_probability)
+
+
 def subset_particles(
     result: Any,
     classes: Iterable[int] | None = None,
@@ -86,6 +102,7 @@ def subset_particles(
     *,
     labels: Any = None,
     keep_class_columns: bool = False,
+    min_probability: float = 0.0,
 ) -> Any:
     """The particles of some classes, as a new :class:`~cryoclass.io.particles.Particles`.
 
@@ -102,15 +119,18 @@ def subset_particles(
         Class per particle, overriding the result's (see :func:`reconstruct_classes`).
     keep_class_columns : bool
         Keep the parent classification's class columns (default: drop them).
+    min_probability : float
+        Keep only particles whose posterior summed over the chosen classes is at least this
+        (needs posteriors: a result, or particles with posterior columns).
 
     Returns
     -------
     Particles
         In the parent's particle order; ``len`` = the particles of the chosen classes.
     """
-    parts, lab, K, _ = _source(result, labels)
+    parts, lab, K, src = _source(result, labels)
     chosen = select_classes(lab, K, classes, min_size)
-    sub = parts.subset(np.nonzero(np.isin(lab, chosen))[0])
+    sub = parts.subset(_rows(src, parts, lab, chosen, min_probability, labels))
     return sub if keep_class_columns else strip_class_columns(sub)
 
 
@@ -134,6 +154,7 @@ def reclassify(
     params: Any = None,
     *,
     min_size: int | None = None,
+    min_probability: float = 0.0,
     outdir: str | os.PathLike | None = None,
     command: str = "",
     **kwargs: Any,
@@ -151,6 +172,9 @@ def reclassify(
         (``n_classes=2``, ``filter_res_A=6`` …) override them.
     min_size : int, optional
         Keep only chosen classes with at least this many particles.
+    min_probability : float
+        Re-classify only particles whose posterior summed over the chosen classes is at least
+        this (see :func:`~cryoclass.followup.select.selection_rows`).
     outdir : path, optional
         Output directory of the new job.
     command : str
@@ -170,7 +194,12 @@ def reclassify(
 
     parts, lab, K, src = _source(result_or_outdir, None)
     chosen = select_classes(lab, K, classes, min_size)
-    sub = strip_class_columns(parts.subset(np.nonzero(np.isin(lab, chosen))[0]))
+    rows = _rows(src, parts, lab, chosen, min_probability, None)
+    if len(rows) == 0:
+        raise ParameterError(
+            "min_probability", f"no particle of classes {chosen} reaches {min_probability:g}"
+        )
+    sub = strip_class_columns(parts.subset(rows))
     names = {f.name for f in dataclasses.fields(ClassificationParams)}
     overrides = {k: v for k, v in kwargs.items() if k in names}
     job_kw = {k: v for k, v in kwargs.items() if k not in names}
@@ -185,6 +214,7 @@ def reclassify(
         "parent_command": str(getattr(src, "command", "") or ""),
         "classes": [int(k) for k in chosen],
         "min_size": None if min_size is None else int(min_size),
+        "min_probability": float(min_probability),
         "n_particles": len(sub),
     }
     return Classification(sub, p, outdir=outdir, command=command, provenance=provenance, **job_kw)
