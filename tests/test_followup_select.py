@@ -122,3 +122,27 @@ def test_cli_select(parent, tmp_path, capsys):
     assert main(["select", str(parent), "--classes", "9", "-o", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["cryoclass select: error: parameter 'classes': class 9 does not exist (0..1)"]
+
+
+def test_result_write_classes_keeps_confident_particles(tmp_path):
+    from cryoclass import Classification, ClassificationParams, sim
+
+    ds = sim.simulate(n_particles=240, box=24, pixel_size_A=6.0, snr=0.05, seed=3)
+    params = ClassificationParams(
+        n_classes=2, filter_res_A=14.0, oem_epochs=1, max_fem_iters=2, init_restarts=1
+    )
+    res = Classification(ds.particles, params).run()
+    uid = res.particles.meta["uid"].to_numpy()
+    p = 0.9
+    res.write_classes(tmp_path, [0, 1], formats=("star",), min_probability=p)
+    for k in (0, 1):
+        want = (res.hard == k) & (res.posteriors[:, k] >= p)
+        got = starfile.read(tmp_path / f"class_{k:02d}.star")["particles"]["cryoclassUid"]
+        assert got.tolist() == uid[want].tolist()
+    ambiguous = int(((res.posteriors.max(1)) < p).sum())
+    assert ambiguous > 0  # the threshold bites per class …
+    selected = starfile.read(tmp_path / "selected.star")["particles"]
+    assert len(selected) == len(uid)  # … but both classes together hold every particle
+    with pytest.raises(ParameterError, match="between 0 and 1"):
+        res.write_classes(tmp_path / "x", [0], min_probability=2.0)
+    assert not (tmp_path / "x").exists()  # checked before anything is written

@@ -405,6 +405,11 @@ def test_export_selected_classes(tmp_path):
     d.results.fmt_cs.value = False
     d.results.export_selected()
     assert d.job.result.calls[-1][1][2] == ("star",)
+    d.results.min_probability.value = 0.8  # only confident particles: passed on, reported
+    d.results.export_selected()
+    assert d.job.result.calls[-1][1][3] == 0.8
+    assert "probability ≥ 0.8" in d.results.status.value
+    d.results.min_probability.value = 0.0
     d.results.select([])
     assert d.results.export_selected() is None and "at least one" in d.results.status.value
     d.results.write_all()

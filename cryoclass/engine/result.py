@@ -194,19 +194,27 @@ class ClassificationResult:
         outdir: str | os.PathLike,
         classes: list[int],
         formats: tuple[str, ...] = ("star", "cs"),
+        min_probability: float = 0.0,
     ) -> list[Path]:
         """Write the particles (``class_NN.star/.cs``) and volumes (``class_NN.mrc``) of the
-        chosen classes, and ``selected.star/.cs`` with all their particles together."""
+        chosen classes, and ``selected.star/.cs`` with all their particles together. With
+        ``min_probability`` P > 0 only confident particles are written: of class k those with
+        posterior ≥ P, in ``selected`` those whose posterior summed over the chosen classes is
+        ≥ P (:func:`cryoclass.followup.select.selection_rows`); the volumes are unchanged."""
+        from ..followup.select import selection_rows
+
+        selection_rows(self.hard, self.posteriors, classes, min_probability)  # checks P first
         outdir = Path(outdir)
         outdir.mkdir(parents=True, exist_ok=True)
         self._particles_on_disk(outdir)
         files: list[Path] = []
+        hard, post = self.hard, self.posteriors
         for k in classes:
-            idx = np.nonzero(self.hard == k)[0]
+            idx = selection_rows(hard, post, [k], min_probability)
             files += self.write_particles(outdir, f"class_{k:02d}", idx, formats)
             write_mrc(outdir / f"class_{k:02d}.mrc", self.volumes[k], self.pixel_size_A)
             files.append(outdir / f"class_{k:02d}.mrc")
-        sel = np.nonzero(np.isin(self.hard, classes))[0]
+        sel = selection_rows(hard, post, classes, min_probability)
         files += self.write_particles(outdir, "selected", sel, formats)
         return files
 

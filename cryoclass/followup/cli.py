@@ -284,6 +284,11 @@ def _run_select(a: argparse.Namespace, command: str) -> int:
     p = f", summed posterior ≥ {sel.min_probability:g}" if sel.min_probability > 0 else ""
     n, total = len(sel.rows), len(sel.parent.labels)
     print(f"selected {n} of {total} particles (classes {' '.join(map(str, sel.classes))}{p})")
+    if sel.min_probability > 0 and len(sel.classes) == sel.parent.n_classes:
+        print(
+            "note: with every class chosen the summed posterior is 1 and every particle passes; "
+            "select classes one at a time to drop ambiguous particles"
+        )
     print(f"outputs in {a.outdir}")
     return 0
 

@@ -4,7 +4,9 @@ A particle is selected when its most likely class is one of the chosen classes a
 ``min_probability`` P > 0, when its posterior probability of belonging to the chosen set,
 ``Σ_{k ∈ chosen} r_ik``, is at least P (for one class, its class posterior; RELION's
 ``rlnMaxValueProbDistribution`` for a particle of that class). Merging two similar classes
-therefore keeps a particle split between them. :meth:`Selection.write` writes
+therefore keeps a particle split between them; with every class chosen the sum is 1 and the
+threshold keeps everyone (select one class at a time to drop ambiguous particles).
+:meth:`Selection.write` writes
 ``selected.star`` / ``selected.cs`` — the parent's rows, every column kept (class numbers and
 posteriors included), image paths valid from the new directory — and ``selection.yaml``
 (provenance and counts).

@@ -83,13 +83,18 @@ class DemoResult:
         return self.write_classes(outdir, list(range(self.volumes.shape[0])))
 
     def write_classes(
-        self, outdir: str | Path, classes: Sequence[int], formats: Sequence[str] = ("star", "cs")
+        self,
+        outdir: str | Path,
+        classes: Sequence[int],
+        formats: Sequence[str] = ("star", "cs"),
+        min_probability: float = 0.0,
     ) -> list[Path]:
         """Write the selected classes' particle lists (one ``.star``/``.cs`` stand-in per format)
         and their volumes (``.mrc``)."""
         import mrcfile
 
-        self.calls.append(("write_classes", (str(outdir), list(classes), tuple(formats))))
+        call = (str(outdir), list(classes), tuple(formats))
+        self.calls.append(("write_classes", call + ((min_probability,) if min_probability else ())))
         out = Path(outdir)
         out.mkdir(parents=True, exist_ok=True)
         sel = self.assignments[self.assignments["class"].isin(list(classes))]

@@ -59,6 +59,18 @@ class ResultsPanel:
         self.fmt_cs = W.Checkbox(
             value=True, description=".cs", indent=False, layout=W.Layout(width="60px")
         )
+        self.min_probability = W.BoundedFloatText(
+            value=0.0,
+            min=0.0,
+            max=1.0,
+            step=0.05,
+            description="min. probability",
+            tooltip="export only particles whose posterior (summed over the selected classes "
+            "for selected.star/.cs) is at least this; 0 = every particle of the classes",
+            style={"description_width": "100px"},
+            layout=W.Layout(width="180px"),
+        )
+        self.min_probability.add_class("cc-min-probability")
         self.all_button = W.Button(description="all", layout=W.Layout(width="60px"))
         self.none_button = W.Button(description="none", layout=W.Layout(width="60px"))
         self.export_button = W.Button(
@@ -90,7 +102,7 @@ class ResultsPanel:
                 self.grid,
                 W.HBox([W.Label("select:"), self.all_button, self.none_button]),
                 self.outdir,
-                W.HBox([W.Label("formats:"), self.fmt_star, self.fmt_cs]),
+                W.HBox([W.Label("formats:"), self.fmt_star, self.fmt_cs, self.min_probability]),
                 W.HBox([self.export_button, self.write_all_button]),
                 self.status,
             ]
@@ -160,7 +172,8 @@ class ResultsPanel:
             r["check"].value = k in chosen
 
     def export_selected(self) -> list[Any] | None:
-        """``result.write_classes(outdir, selected, formats)``; reports in the status line."""
+        """``result.write_classes(outdir, selected, formats, min_probability)``; reports in the
+        status line."""
         classes = self.selected()
         formats = tuple(f for f, w in (("star", self.fmt_star), ("cs", self.fmt_cs)) if w.value)
         if self.result is None:
@@ -172,9 +185,12 @@ class ResultsPanel:
         if not formats:
             self._say("Tick .star and/or .cs.", error=True)
             return None
+        p = float(self.min_probability.value)
         return self._write(
-            lambda: self.result.write_classes(self.outdir.value, classes, formats=formats),
-            f"classes {classes}",
+            lambda: self.result.write_classes(
+                self.outdir.value, classes, formats=formats, min_probability=p
+            ),
+            f"classes {classes}" + (f" (probability ≥ {p:g})" if p > 0 else ""),
         )
 
     def write_all(self) -> list[Any] | None:
