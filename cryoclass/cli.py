@@ -58,9 +58,9 @@ def _params_epilog() -> str:
     return "\n".join(lines)
 
 
-#: ``classify`` options that set a parameter: argparse dest → API name. Options without a help
-#: text of their own take the parameter's (one source of truth with the API docs and the
-#: widgets' form).
+#: ``classify`` options that set a parameter: argparse dest → API name (a ``no_…`` flag turns its
+#: parameter off). Options without a help text of their own take the parameter's (one source of
+#: truth with the API docs and the widgets' form).
 _FLAG_PARAMS: dict[str, str] = {
     "n_classes": "n_classes",
     "filter_res": "filter_res_A",
@@ -363,41 +363,17 @@ def params_from_args(a: argparse.Namespace) -> Any:
 
 
 def _params_from_flags(a: argparse.Namespace) -> dict[str, Any]:
-    return dict(
-        n_classes=_d("n_classes") if a.n_classes is None else a.n_classes,
-        filter_res_A=_d("filter_res_A") if a.filter_res is None else a.filter_res,
-        init_mode=a.init_mode,
-        symmetry=a.symmetry,
-        force_hard=a.hard,
-        per_particle_scale=a.scale,
-        scale_shrinkage=not a.no_scale_shrinkage,
-        use_fsc_filter=not a.no_fsc_filter,
-        tau2_fudge=a.tau2_fudge,
-        convergence_pct=a.convergence_pct,
-        rms_change_check=not a.no_rms_check,
-        shrink_to_consensus=not a.no_shrink_to_consensus,
-        local_shrink_A=a.local_shrink,
-        rms_change_threshold=a.rms_threshold,
-        max_fem_iters=a.max_fem_iters,
-        oem_epochs=a.oem_epochs,
-        oem_batch_size_per_class=a.batch_per_class,
-        oem_learning_rate_init=a.lr_init,
-        oem_learning_rate_halflife_pct=a.lr_halflife,
-        class_similarity=a.class_similarity,
-        auto_tune_class_similarity=a.auto_class_similarity,
-        init_res_A=a.init_res,
-        init_restarts=a.init_restarts,
-        init_lowres_iters=a.init_lowres_iters,
-        init_refine_iters=a.init_refine_iters,
-        highpass_res_A=a.highpass_res,
-        reorder_by_size=a.reorder_by_size,
-        output_every_fem=a.output_every_fem,
-        seed=a.seed,
-        device=a.device,
-        chunk_size=a.chunk_size,
-        cache_dir=a.cache_dir,
-        memory_limit_GB=a.memory_limit,
-    )
+    """The parameters the flags set (:data:`_FLAG_PARAMS`); ``--no-…`` flags turn theirs off,
+    and -K / --filter-res, which have no command-line default, fall back to the API's."""
+    out: dict[str, Any] = {}
+    for dest, name in _FLAG_PARAMS.items():
+        value = getattr(a, dest)
+        if dest.startswith("no_"):
+            value = not value
+        elif value is None:
+            value = _d(name)
+        out[name] = value
+    return out
 
 
 def _is_terminal(stream: Any) -> bool:
