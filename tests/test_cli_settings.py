@@ -158,8 +158,15 @@ def test_every_option_is_described_and_a_value_option_shows_its_default():
             assert "default" in a.help, a.dest
     assert "(default: 2.0)" in help_text  # --convergence-pct, from the API default
     assert "% of particles switch class" in help_text  # its text, from the parameter's help
-    # the mapping names real options and parameters, and covers every parameter the flags set
-    dests = {a.dest for a in options}
-    assert set(_FLAG_PARAMS) <= dests
-    assert set(_FLAG_PARAMS.values()) <= set(ClassificationParams.__dataclass_fields__)
-    assert set(_FLAG_PARAMS.values()) == set(_params_from_flags(c.parse_args(BASE[1:])))
+    # the mapping names real options and parameters; a switch turns its parameter away from
+    # the default (--no-… off, the others on), so unset flags give the API defaults
+    by_dest = {a.dest: a for a in options}
+    fields = ClassificationParams.__dataclass_fields__
+    assert set(_FLAG_PARAMS) <= set(by_dest) and set(_FLAG_PARAMS.values()) <= set(fields)
+    for dest, name in _FLAG_PARAMS.items():
+        if by_dest[dest].nargs == 0:
+            assert fields[name].default is dest.startswith("no_"), dest
+    defaults = _params_from_flags(c.parse_args(BASE[1:]))
+    assert defaults == {n: fields[n].default for n in _FLAG_PARAMS.values()} | {
+        "n_classes": 3, "filter_res_A": 8.0
+    }  # fmt: skip
