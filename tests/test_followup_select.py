@@ -11,7 +11,7 @@ from _followup_data import small_classification
 
 from cryoclass import read_particles
 from cryoclass.cli import main
-from cryoclass.errors import ParameterError
+from cryoclass.errors import InputFileError, ParameterError
 from cryoclass.followup import load_result, select_particles
 from cryoclass.followup.select import selection_rows
 
@@ -146,3 +146,24 @@ def test_result_write_classes_keeps_confident_particles(tmp_path):
     with pytest.raises(ParameterError, match="between 0 and 1"):
         res.write_classes(tmp_path / "x", [0], min_probability=2.0)
     assert not (tmp_path / "x").exists()  # checked before anything is written
+
+
+def test_cs_rows_are_matched_by_uid(parent, tmp_path):
+    import shutil
+
+    copy = tmp_path / "parent"
+    shutil.copytree(parent, copy)
+    cs = np.load(copy / "particles.cs")
+    with open(copy / "particles.cs", "wb") as fh:  # CryoSPARC rows in another order
+        np.save(fh, cs[::-1])
+    sel = select_particles(copy, [0])
+    sel.write(tmp_path / "sel", formats=("cs",))
+    got = np.load(tmp_path / "sel" / "selected.cs")
+    want_uid = sel.parent.particles.meta["uid"].to_numpy()[sel.rows].astype(np.uint64)
+    assert got["uid"].tolist() == want_uid.tolist()
+    by_uid = {int(u): r for u, r in zip(cs["uid"], cs["alignments3D/class"])}
+    assert got["alignments3D/class"].tolist() == [by_uid[int(u)] for u in want_uid]
+    with open(copy / "particles.cs", "wb") as fh:  # a selected particle missing from the .cs
+        np.save(fh, cs[1:])
+    with pytest.raises(InputFileError, match="uids are missing"):
+        select_particles(copy, [0, 1]).write(tmp_path / "sel2", formats=("cs",))

@@ -140,7 +140,7 @@ def _add_select(sub: Any) -> None:
         help="keep a particle only if its posterior summed over the chosen classes is ≥ P "
         "(0-1; default 0: every particle whose most likely class is chosen)",
     )
-    c.add_argument("-o", "--outdir", required=True)
+    c.add_argument("-o", "--outdir", required=True, help="output directory (not RESULT_DIR)")
     c.add_argument("--formats", nargs="+", choices=("star", "cs"), default=["star", "cs"])
 
 
