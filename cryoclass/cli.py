@@ -387,14 +387,15 @@ def _is_terminal(stream: Any) -> bool:
 class ProgressPrinter:
     """A CLI subscriber: a tqdm bar per phase, one line per iteration, a summary at the end.
 
-    ``bar``: True draws the bars, False never; None (the CLI's default) draws them only where
-    ``stream`` is a terminal, so a log redirected to a file (a cluster job's, ``nohup``, ``|
-    tee``) gets plain lines — each phase as it starts, each iteration — without a bar's
-    carriage-return redraws."""
+    ``bar``: True draws the bars, False (``--quiet``) never; None (the CLI's default) draws them
+    only where ``stream`` is a terminal, and elsewhere — a log redirected to a file (a cluster
+    job's, ``nohup``, ``| tee``) — prints a line as each phase starts instead, without a bar's
+    carriage-return redraws. The iteration lines and the summary are printed in every case."""
 
     def __init__(self, stream: Any = None, bar: bool | None = None):
         self.stream = stream or sys.stderr
         self.bar_enabled = _is_terminal(self.stream) if bar is None else bar
+        self.phase_lines = bar is None and not self.bar_enabled
         self._bar: Any = None
         self._phase = ""
 
@@ -419,7 +420,7 @@ class ProgressPrinter:
         elif name == "PhaseStarted":
             self._close()
             self._phase = e.phase
-            if not self.bar_enabled:  # without bars, a log still says where the job is
+            if self.phase_lines:  # a log without bars still says where the job is
                 print(f"{e.phase:>10} …", file=self.stream, flush=True)
         elif name == "Progress" and self.bar_enabled:
             if self._bar is None or self._bar.total != e.total or e.done <= self._bar.n:
