@@ -167,3 +167,31 @@ def test_cs_rows_are_matched_by_uid(parent, tmp_path):
         np.save(fh, cs[1:])
     with pytest.raises(InputFileError, match="uids are missing"):
         select_particles(copy, [0, 1]).write(tmp_path / "sel2", formats=("cs",))
+
+
+def test_follow_ups_find_project_relative_images_with_project_dir(tmp_path, monkeypatch, capsys):
+    # a RELION-style project: image names relative to the project directory, where it ran
+    from cryoclass import sim
+    from cryoclass.io.particles import write_particles_with_images
+
+    proj = tmp_path / "project"
+    proj.mkdir()
+    ds = sim.simulate(n_particles=120, box=24, pixel_size_A=6.0, snr=1.0, seed=5)
+    write_particles_with_images(proj / "particles.star", ds.particles, proj / "particles.mrcs")
+    monkeypatch.chdir(proj)
+    argv = ["classify", "particles.star", "-K", "2", "--filter-res", "14", "-o", "class3d"]
+    argv += ["--oem-epochs", "1", "--max-fem-iters", "1", "--init-restarts", "1", "--quiet"]
+    assert main(argv) == 0
+    names = starfile.read(proj / "class3d" / "particles.star")["particles"]["rlnImageName"]
+    assert names.iloc[0].endswith("@particles.mrcs")  # relative to the project, not class3d/
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    capsys.readouterr()
+    cmd = ["select", str(proj / "class3d"), "--classes", "0", "-o", "sel"]
+    assert main(cmd) == 2
+    err = capsys.readouterr().err
+    assert "particles.mrcs" in err and "not found" in err and len(err.strip().splitlines()) == 1
+    assert main([*cmd, "--project-dir", str(proj)]) == 0
+    sel = read_particles(elsewhere / "sel" / "selected.star", project_dir=str(proj))
+    assert len(sel) == int((load_result(proj / "class3d", str(proj)).labels == 0).sum())

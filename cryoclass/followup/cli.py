@@ -62,6 +62,21 @@ def _add_reconstruct(sub: Any) -> None:
     c.add_argument("--quiet", action="store_true")
 
 
+def _add_project_dir(c: Any) -> None:
+    c.add_argument(
+        "--project-dir",
+        help="RELION/CryoSPARC project directory the image paths of RESULT_DIR's particles are "
+        "relative to (default: the current directory)",
+    )
+
+
+def _result(path: str, project_dir: str | None) -> Any:
+    """The classification OUTDIR ``path``, read with image paths resolved from ``project_dir``."""
+    from .sources import load_result
+
+    return load_result(path, project_dir=project_dir)
+
+
 def _add_regroup(sub: Any) -> None:
     c = sub.add_parser(
         "regroup",
@@ -70,6 +85,7 @@ def _add_regroup(sub: Any) -> None:
         "(real-space correlation inside the solvent mask).",
     )
     c.add_argument("result_dir", help="classification OUTDIR")
+    _add_project_dir(c)
     c.add_argument("-n", "--n-superclasses", type=int, required=True)
     c.add_argument("-o", "--outdir", required=True)
     c.add_argument("--min-class-size", type=float, default=0.0, help="particles (default 0)")
@@ -94,6 +110,7 @@ def _add_reclassify(sub: Any) -> None:
         "the new params.yaml.",
     )
     c.add_argument("result_dir", help="parent classification OUTDIR")
+    _add_project_dir(c)
     c.add_argument("--classes", type=int, nargs="+", help="0-based parent classes")
     c.add_argument("--min-size", type=int, help="only classes with at least this many particles")
     c.add_argument(
@@ -130,6 +147,7 @@ def _add_select(sub: Any) -> None:
         "--min-probability P, when its posterior summed over those classes is at least P.",
     )
     c.add_argument("result_dir", help="classification OUTDIR")
+    _add_project_dir(c)
     c.add_argument("--classes", type=int, nargs="+", help="0-based classes (class_NN numbering)")
     c.add_argument("--min-size", type=int, help="only classes with at least this many particles")
     c.add_argument(
@@ -171,7 +189,7 @@ def _run_reconstruct(a: argparse.Namespace, command: str) -> int:
     from .sources import load_result
 
     if Path(a.particles).is_dir():
-        src: Any = load_result(a.particles)
+        src: Any = load_result(a.particles, project_dir=a.project_dir)
     else:
         src = read_particles(a.particles, passthrough=a.passthrough, project_dir=a.project_dir)
     hr = reconstruct_classes(
@@ -207,7 +225,7 @@ def _run_regroup(a: argparse.Namespace, command: str) -> int:
     from .superclasses import regroup
 
     rg = regroup(
-        a.result_dir,
+        _result(a.result_dir, a.project_dir),
         a.n_superclasses,
         mask=a.mask,
         min_class_size=a.min_class_size,
@@ -242,7 +260,7 @@ def _run_reclassify(a: argparse.Namespace, command: str) -> int:
         "device": a.device,
     }
     job = reclassify(
-        a.result_dir,
+        _result(a.result_dir, a.project_dir),
         a.classes,
         min_size=a.min_size,
         min_probability=a.min_probability,
@@ -277,7 +295,10 @@ def _run_select(a: argparse.Namespace, command: str) -> int:
     from .select import select_particles
 
     sel = select_particles(
-        a.result_dir, a.classes, min_size=a.min_size, min_probability=a.min_probability
+        _result(a.result_dir, a.project_dir),
+        a.classes,
+        min_size=a.min_size,
+        min_probability=a.min_probability,
     )
     sel.write(a.outdir, formats=tuple(a.formats), command=command)
     print(sel.table().to_string(index=False))

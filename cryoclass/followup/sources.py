@@ -216,8 +216,11 @@ def _read_fsc(path: Path, K: int) -> tuple[np.ndarray | None, np.ndarray | None]
     return df[cols].to_numpy(np.float64).T, df["freq_invA"].to_numpy(np.float64)
 
 
-def load_result(outdir: str | os.PathLike) -> LoadedResult:
+def load_result(outdir: str | os.PathLike, project_dir: str | None = None) -> LoadedResult:
     """Read a classification OUTDIR (as written by :class:`~cryoclass.Classification`).
+
+    ``project_dir``: where relative image paths of ``particles.star`` / ``.cs`` resolve (the
+    RELION or CryoSPARC project directory) when that is not the current directory or OUTDIR.
 
     Raises
     ------
@@ -236,7 +239,7 @@ def load_result(outdir: str | os.PathLike) -> LoadedResult:
     src = next((d / n for n in ("particles.star", "particles.cs") if (d / n).is_file()), None)
     if src is None:
         raise InputFileError(d, "no particles.star or particles.cs in this directory")
-    particles = read_particles(src)
+    particles = read_particles(src, project_dir=project_dir)
     post = class_posteriors(particles)
     labels = class_labels(particles) if post is None else np.argmax(post, axis=1)
     vols, apix = zip(*(read_mrc(p) for p in _class_maps(d)))
