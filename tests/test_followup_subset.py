@@ -8,7 +8,13 @@ import yaml
 from _followup_data import small_classification, three_states
 
 from cryoclass.errors import InputFileError, ParameterError
-from cryoclass.followup import load_result, reclassify, select_classes, subset_particles
+from cryoclass.followup import (
+    load_result,
+    reclassify,
+    select_classes,
+    select_particles,
+    subset_particles,
+)
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +71,11 @@ def test_subset_and_reclassify_keep_only_confident_particles(parent, tmp_path):
     assert job.provenance["n_particles"] == int(confident.sum())
     with pytest.raises(ParameterError, match="no class posteriors"):  # explicit labels only
         subset_particles(res.particles, [1], labels=res.labels, min_probability=0.5)
+    res.posteriors = np.full_like(res.posteriors, 0.5)  # nobody is sure of anything
+    with pytest.raises(ParameterError, match="no particle of classes"):
+        subset_particles(res, [1], min_probability=0.6)
+    with pytest.raises(ParameterError, match="no particle of classes"):
+        select_particles(res, [1], min_probability=0.6)
 
 
 def test_subset_of_in_memory_particles_with_labels():

@@ -84,7 +84,8 @@ def _rows(
 ) -> np.ndarray:
     """Rows of the chosen classes, confident ones only with ``min_probability`` > 0 (see
     :func:`~cryoclass.followup.select.selection_rows`; posteriors from the result or the
-    particles' columns; none where explicit ``labels`` were given)."""
+    particles' columns; none where explicit ``labels`` were given). Raises ParameterError when
+    no particle passes."""
     from .select import selection_rows
 
     post = None
@@ -92,7 +93,12 @@ def _rows(
         post = getattr(src, "posteriors", None)
         if post is None:
             post = class_posteriors(parts)
-    return selection_rows(lab, post, chosen, min_probability)
+    rows = selection_rows(lab, post, chosen, min_probability)
+    if len(rows) == 0:
+        raise ParameterError(
+            "min_probability", f"no particle of classes {chosen} reaches {min_probability:g}"
+        )
+    return rows
 
 
 def subset_particles(
@@ -194,12 +200,7 @@ def reclassify(
 
     parts, lab, K, src = _source(result_or_outdir, None)
     chosen = select_classes(lab, K, classes, min_size)
-    rows = _rows(src, parts, lab, chosen, min_probability, None)
-    if len(rows) == 0:
-        raise ParameterError(
-            "min_probability", f"no particle of classes {chosen} reaches {min_probability:g}"
-        )
-    sub = strip_class_columns(parts.subset(rows))
+    sub = strip_class_columns(parts.subset(_rows(src, parts, lab, chosen, min_probability, None)))
     names = {f.name for f in dataclasses.fields(ClassificationParams)}
     overrides = {k: v for k, v in kwargs.items() if k in names}
     job_kw = {k: v for k, v in kwargs.items() if k not in names}
