@@ -406,8 +406,11 @@ def test_export_selected_classes(tmp_path):
     d.results.export_selected()
     assert d.job.result.calls[-1][1][2] == ("star",)
     d.results.min_probability.value = 0.8  # only confident particles: passed on, reported
-    d.results.export_selected()
+    few = d.results.export_selected()
     assert d.job.result.calls[-1][1][3] == 0.8
+    a = d.job.result.assignments
+    sure = ((a["class"].isin([0, 2])) & (a["posterior_0"] + a["posterior_2"] >= 0.8)).sum()
+    assert len(few[0].read_text().splitlines()) == 1 + sure < 1 + a["class"].isin([0, 2]).sum()
     assert "probability ≥ 0.8" in d.results.status.value
     d.results.min_probability.value = 0.0
     d.results.select([])

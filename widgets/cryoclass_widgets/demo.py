@@ -97,7 +97,11 @@ class DemoResult:
         self.calls.append(("write_classes", call + ((min_probability,) if min_probability else ())))
         out = Path(outdir)
         out.mkdir(parents=True, exist_ok=True)
-        sel = self.assignments[self.assignments["class"].isin(list(classes))]
+        a = self.assignments
+        keep = a["class"].isin(list(classes))
+        if min_probability > 0:  # the rule of ClassificationResult.write_classes' selected files
+            keep &= a[[f"posterior_{k}" for k in classes]].sum(axis=1) >= min_probability
+        sel = a[keep]
         files = []
         for fmt in formats:
             p = out / f"particles_selected.{fmt}"
