@@ -67,8 +67,8 @@ class ResultsPanel:
             description="min. probability",
             tooltip="export only particles whose posterior (summed over the selected classes "
             "for selected.star/.cs) is at least this; 0 = every particle of the classes",
-            style={"description_width": "100px"},
-            layout=W.Layout(width="180px"),
+            style={"description_width": "initial"},  # the whole label
+            layout=W.Layout(width="200px", margin="0 0 0 12px"),
         )
         self.min_probability.add_class("cc-min-probability")
         self.all_button = W.Button(description="all", layout=W.Layout(width="60px"))
