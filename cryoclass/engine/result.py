@@ -203,18 +203,17 @@ class ClassificationResult:
         ≥ P (:func:`cryoclass.followup.select.selection_rows`); the volumes are unchanged."""
         from ..followup.select import selection_rows
 
-        selection_rows(self.hard, self.posteriors, classes, min_probability)  # checks P first
+        hard, post = self.hard, self.posteriors
+        sel = selection_rows(hard, post, classes, min_probability)  # checks P before writing
         outdir = Path(outdir)
         outdir.mkdir(parents=True, exist_ok=True)
         self._particles_on_disk(outdir)
         files: list[Path] = []
-        hard, post = self.hard, self.posteriors
         for k in classes:
             idx = selection_rows(hard, post, [k], min_probability)
             files += self.write_particles(outdir, f"class_{k:02d}", idx, formats)
             write_mrc(outdir / f"class_{k:02d}.mrc", self.volumes[k], self.pixel_size_A)
             files.append(outdir / f"class_{k:02d}.mrc")
-        sel = selection_rows(hard, post, classes, min_probability)
         files += self.write_particles(outdir, "selected", sel, formats)
         return files
 

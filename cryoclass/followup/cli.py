@@ -70,6 +70,22 @@ def _add_project_dir(c: Any) -> None:
     )
 
 
+def _add_class_choice(c: Any) -> None:
+    """``--project-dir`` and the options choosing particles by class (``reclassify``,
+    ``select``; :func:`cryoclass.followup.select.selection_rows`)."""
+    _add_project_dir(c)
+    c.add_argument("--classes", type=int, nargs="+", help="0-based classes (class_NN numbering)")
+    c.add_argument("--min-size", type=int, help="only classes with at least this many particles")
+    c.add_argument(
+        "--min-probability",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="keep a particle only if its posterior summed over the chosen classes is ≥ P "
+        "(0-1; default 0: every particle whose most likely class is chosen)",
+    )
+
+
 def _result(path: str, project_dir: str | None) -> Any:
     """The classification OUTDIR ``path``, read with image paths resolved from ``project_dir``."""
     from .sources import load_result
@@ -110,16 +126,7 @@ def _add_reclassify(sub: Any) -> None:
         "the new params.yaml.",
     )
     c.add_argument("result_dir", help="parent classification OUTDIR")
-    _add_project_dir(c)
-    c.add_argument("--classes", type=int, nargs="+", help="0-based parent classes")
-    c.add_argument("--min-size", type=int, help="only classes with at least this many particles")
-    c.add_argument(
-        "--min-probability",
-        type=float,
-        default=0.0,
-        metavar="P",
-        help="only particles whose posterior summed over --classes is ≥ P (default 0)",
-    )
+    _add_class_choice(c)
     c.add_argument("-K", "--n-classes", dest="n_classes", type=int)
     c.add_argument("--filter-res", type=float, help="Å (default: the parent's)")
     c.add_argument("-o", "--outdir", required=True)
@@ -147,17 +154,7 @@ def _add_select(sub: Any) -> None:
         "--min-probability P, when its posterior summed over those classes is at least P.",
     )
     c.add_argument("result_dir", help="classification OUTDIR")
-    _add_project_dir(c)
-    c.add_argument("--classes", type=int, nargs="+", help="0-based classes (class_NN numbering)")
-    c.add_argument("--min-size", type=int, help="only classes with at least this many particles")
-    c.add_argument(
-        "--min-probability",
-        type=float,
-        default=0.0,
-        metavar="P",
-        help="keep a particle only if its posterior summed over the chosen classes is ≥ P "
-        "(0-1; default 0: every particle whose most likely class is chosen)",
-    )
+    _add_class_choice(c)
     c.add_argument("-o", "--outdir", required=True, help="output directory (not RESULT_DIR)")
     c.add_argument("--formats", nargs="+", choices=("star", "cs"), default=["star", "cs"])
 

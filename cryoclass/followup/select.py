@@ -33,7 +33,7 @@ import pandas as pd
 
 from ..errors import InputFileError, ParameterError
 from .sources import LoadedResult, load_result
-from .subset import select_classes
+from .subset import chosen_rows, select_classes
 
 __all__ = ["Selection", "select_particles", "selection_rows"]
 
@@ -233,10 +233,5 @@ def select_particles(
     """
     res = result if isinstance(result, LoadedResult) else load_result(result)
     chosen = select_classes(res.labels, res.n_classes, classes, min_size)
-    rows = selection_rows(res.labels, res.posteriors, chosen, min_probability)
-    if len(rows) == 0:
-        raise ParameterError(
-            "min_probability",
-            f"no particle of classes {chosen} reaches probability {min_probability:g}",
-        )
+    rows = chosen_rows(res, res.particles, res.labels, chosen, min_probability, None)
     return Selection(res, rows, chosen, float(min_probability), min_size)

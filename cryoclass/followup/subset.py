@@ -79,7 +79,7 @@ def _source(result: Any, labels: Any) -> tuple[Any, np.ndarray, int, Any]:
     return result, lab, int(lab.max()) + 1, None
 
 
-def _rows(
+def chosen_rows(
     src: Any, parts: Any, lab: np.ndarray, chosen: list[int], min_probability: float, given: Any
 ) -> np.ndarray:
     """Rows of the chosen classes, confident ones only with ``min_probability`` > 0 (see
@@ -136,7 +136,7 @@ def subset_particles(
     """
     parts, lab, K, src = _source(result, labels)
     chosen = select_classes(lab, K, classes, min_size)
-    sub = parts.subset(_rows(src, parts, lab, chosen, min_probability, labels))
+    sub = parts.subset(chosen_rows(src, parts, lab, chosen, min_probability, labels))
     return sub if keep_class_columns else strip_class_columns(sub)
 
 
@@ -200,7 +200,9 @@ def reclassify(
 
     parts, lab, K, src = _source(result_or_outdir, None)
     chosen = select_classes(lab, K, classes, min_size)
-    sub = strip_class_columns(parts.subset(_rows(src, parts, lab, chosen, min_probability, None)))
+    sub = strip_class_columns(
+        parts.subset(chosen_rows(src, parts, lab, chosen, min_probability, None))
+    )
     names = {f.name for f in dataclasses.fields(ClassificationParams)}
     overrides = {k: v for k, v in kwargs.items() if k in names}
     job_kw = {k: v for k, v in kwargs.items() if k not in names}
