@@ -128,7 +128,11 @@ def _add_classify(sub: Any) -> None:
     c.add_argument("--filter-res", type=float, help="filter resolution (Å)")
     c.add_argument("-o", "--outdir", required=True, help="output directory")
     c.add_argument("--passthrough", help="CryoSPARC passthrough .cs (merged by uid)")
-    c.add_argument("--project-dir", help="CryoSPARC/RELION project directory for image paths")
+    c.add_argument(
+        "--project-dir",
+        help="CryoSPARC/RELION project directory: image paths resolve from it (and, for a RELION "
+        "star file, run_model.star gives the class maps relative to it)",
+    )
     c.add_argument("--solvent-mask", help="solvent mask .mrc (default: auto from the consensus)")
     c.add_argument("--focus-mask", help="focus mask .mrc (default: all ones)")
     c.add_argument("--init-mode", choices=("simple", "pca", "input"), default=_d("init_mode"))
@@ -556,6 +560,8 @@ def _classify(a: argparse.Namespace, argv: Sequence[str], startup_gc: _StartupGC
         resume=a.resume,
         overwrite=a.overwrite,
         command="cryoclass " + shlex.join(argv),
+        # a RELION project directory: run_model.star's map paths are relative to it
+        project_dir=a.project_dir if particles.source_format == "star" else None,
         client=_client(a.scheduler),
     )
     job.subscribe(startup_gc)

@@ -203,6 +203,8 @@ def test_outputs_written_and_readable(ds, tmp_path):
         "mask_focus.mrc",
         "iterations.csv",
         "params.yaml",
+        "run_model.star",
+        "run_data.star",
         "class_00.mrc",
         "class_02.star",
         "class_01.cs",

@@ -185,6 +185,13 @@ print(
 #     --select rlnClassNumber --minval 2 --maxval 2
 # ```
 #
+# RELION's own class selection opens the run too: `run_model.star` lists the class maps with
+# their class distribution and resolution under RELION's labels, and `run_data.star` (a link to
+# `particles.star`) holds the particles, so the *Subset selection* job, or
+# `relion_display --gui --class --i class3d/run_model.star`, shows the classes to pick by
+# clicking, as for a RELION Class3D run. Map paths in it are relative to the directory you ran
+# `cryoclass classify` from (RELION's project directory).
+#
 # To refine only the particles assigned with confidence, select them by their posterior: a
 # particle is kept when its most likely class is one of those chosen and its posterior summed
 # over them reaches the threshold (on the command line: `cryoclass select class3d --classes 1

@@ -93,6 +93,9 @@ class Classification:
         Command line recorded in ``params.yaml``.
     provenance : dict, optional
         Recorded in ``params.yaml`` (set by :func:`cryoclass.followup.reclassify`).
+    project_dir : path, optional
+        The RELION project directory: ``run_model.star`` gives the class maps' paths relative to
+        it (default: the current directory, where RELION is started).
     client : dask.distributed.Client, optional
         Shard the particles over this cluster's workers (see :mod:`cryoclass.distributed`):
         each preprocesses its shard and computes E-steps and partial statistics; this process
@@ -112,6 +115,7 @@ class Classification:
         overwrite: bool = False,
         command: str = "",
         provenance: dict[str, Any] | None = None,
+        project_dir: str | os.PathLike | None = None,
         client: Any = None,
         **overrides: Any,
     ):
@@ -134,6 +138,7 @@ class Classification:
         self.outdir = Path(outdir) if outdir is not None else None
         self.command = command
         self.provenance = provenance
+        self.project_dir = os.fspath(project_dir) if project_dir is not None else None
         self.client = client
         self._resume = resume
         if self.outdir is not None:
@@ -401,6 +406,7 @@ class Classification:
             log=list(st.log),
             command=self.command,
             provenance=self.provenance,
+            project_dir=self.project_dir,
         )
 
     def step(self) -> bool:

@@ -5,6 +5,8 @@ Output directory layout (:meth:`ClassificationResult.write`)::
     particles.star  particles.cs            all particles with class, posteriors, ESS
     class_NN.star   class_NN.cs             particles per class (NN = 0-based class, as CryoSPARC)
     class_NN.mrc    volumes.zip             class volumes (classification box and pixel size)
+    run_model.star  run_data.star           RELION Class3D-style summary (→ particles.star) for
+                                            RELION's class selection (cryoclass.io.relion_model)
     consensus.mrc   mask_solvent.mrc  mask_focus.mrc
     iterations.csv  params.yaml             per-iteration records; parameters + version + command
     diagnostics/    ess_histogram.csv  class_sizes.csv  class_flow_edges.csv
@@ -61,6 +63,9 @@ class ClassificationResult:
     #: Where the particles came from when this classification re-classifies a subset of another
     #: (``{parent_outdir, parent_command, classes}``); written into ``params.yaml``.
     provenance: dict[str, Any] | None = None
+    #: RELION project directory that ``run_model.star``'s map paths are relative to (None: the
+    #: current directory when written).
+    project_dir: str | None = None
 
     # ------------------------------------------------------------------ derived data
     @property
@@ -247,6 +252,8 @@ class ClassificationResult:
             write_mrc(outdir / f"class_{k:02d}.mrc", self.volumes[k], apix)
             files.append(outdir / f"class_{k:02d}.mrc")
         files.append(self._write_zip(outdir / "volumes.zip"))
+        if "star" in formats:
+            files += self.write_relion_model(outdir)
         for name, vol in (
             ("consensus", self.consensus),
             ("mask_solvent", self.solvent_mask),
@@ -258,6 +265,36 @@ class ClassificationResult:
         files.append(self._write_params(outdir / "params.yaml"))
         files += self._write_diagnostics(outdir / "diagnostics")
         return files
+
+    def write_relion_model(
+        self, outdir: str | os.PathLike, project_dir: str | os.PathLike | None = None
+    ) -> list[Path]:
+        """``run_model.star`` + ``run_data.star`` (→ ``particles.star``) in ``outdir``, which
+        already holds ``particles.star`` and the ``class_NN.mrc`` maps: what RELION's class
+        selection (``relion_display --class``, the Subset selection job) opens. Map paths are
+        relative to ``project_dir`` (default: the result's ``project_dir``, else the current
+        directory), as RELION writes them."""
+        from ..io.relion_model import model_blocks, project_relative, write_relion_model
+
+        outdir = Path(outdir)
+        refs = [
+            project_relative(outdir / f"class_{k:02d}.mrc", project_dir or self.project_dir)
+            for k in range(self.n_classes)
+        ]
+        p = self.params
+        blocks = model_blocks(
+            refs,
+            class_distribution=self.posteriors.mean(0),
+            resolution_A=self.fsc_resolution_A(),
+            fsc=self.fsc,
+            fsc_freq_invA=self.fsc_freq_invA,
+            box_px=self.box_c,
+            pixel_size_A=self.pixel_size_A,
+            current_resolution_A=max(float(p.filter_res_A), 2.0 * self.pixel_size_A),
+            average_pmax=float(self.posteriors.max(1).mean()),
+            tau2_fudge=None if p.use_fsc_filter else float(p.tau2_fudge),
+        )
+        return write_relion_model(outdir, outdir / "particles.star", blocks)
 
     def _write_zip(self, path: Path) -> Path:
         """All class volumes as one series (the class_NN.mrc files already written)."""
