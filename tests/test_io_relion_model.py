@@ -120,7 +120,7 @@ def test_project_dir_sets_the_map_paths(result, tmp_path):
     assert list(refs) == [f"Class3D/job012/class_{k:02d}.mrc" for k in range(result.n_classes)]
 
 
-def test_cli_project_dir_sets_the_map_paths(tmp_path, monkeypatch):
+def test_cli_project_dir_sets_the_map_paths(tmp_path, monkeypatch, capsys):
     """``cryoclass classify`` run outside the RELION project, given ``--project-dir``: the map
     paths are the project-relative ones RELION needs."""
     from cryoclass import sim
@@ -135,7 +135,10 @@ def test_cli_project_dir_sets_the_map_paths(tmp_path, monkeypatch):
     argv = ["classify", str(proj / "particles.star"), "-K", "2", "--filter-res", "14"]
     argv += ["-o", str(proj / "Class3D" / "cc1"), "--project-dir", str(proj), "--quiet"]
     argv += ["--oem-epochs", "1", "--max-fem-iters", "1", "--init-restarts", "1"]
+    capsys.readouterr()
     assert main(argv) == 0
+    out = capsys.readouterr().out  # and it says how to open the run in RELION
+    assert f"relion_display --gui --class --i {proj / 'Class3D' / 'cc1' / MODEL_NAME}" in out
     model = starfile.read(proj / "Class3D" / "cc1" / MODEL_NAME, always_dict=True)
     refs = list(model["model_classes"]["rlnReferenceImage"])
     assert refs == ["Class3D/cc1/class_00.mrc", "Class3D/cc1/class_01.mrc"]

@@ -101,6 +101,9 @@ def check_consistent(outdir: Path) -> dict[str, int]:
         elif ext in (".mrc", ".mrcs"):
             vol, _ = read_mrc(f)
             assert np.all(np.isfinite(vol)), f
+        elif f.name == "run_model.star":  # RELION's class-selection summary: its maps exist
+            refs = read_star(f)["model_classes"]["rlnReferenceImage"]
+            assert len(refs) > 0 and all((f.parent / Path(r).name).is_file() for r in refs)
         elif ext == ".star":
             blocks = read_star(f)
             assert len(blocks["particles"]) > 0
