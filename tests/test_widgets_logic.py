@@ -84,6 +84,33 @@ def test_form_is_generated_from_param_info():
     assert tuple(panel.fields["init_mode"].options) == ("simple", "pca", "input")
 
 
+def test_path_boxes_suggest_the_projects_particle_files(tmp_path, monkeypatch):
+    """The particles / passthrough boxes list the files found by their headers under the
+    kernel's directory (relative paths, as the Load button resolves them), and still take any
+    typed path."""
+    from test_io_helpers import make_dataset
+
+    ds = make_dataset(tmp_path / "proj")
+    (ds.root / "run_model.star").write_text("data_model_classes\n\nloop_\n_rlnReferenceImage\n")
+    monkeypatch.chdir(ds.root)
+    panel = SetupPanel(DemoParticles(100, box=48))
+    panel.suggest_thread.join(timeout=30)
+    assert set(panel.path_text.options) == {
+        "J5/J5_particles.cs",
+        "particles30.star",
+        "particles31.star",
+    }
+    assert panel.passthrough_text.options == ("J5/J5_passthrough_particles.cs",)
+    assert panel.path_text.ensure_option is False  # a path not in the list is accepted
+    panel.path_text.value = "elsewhere/other.star"
+    assert panel.path_text.value == "elsewhere/other.star"
+    # from another directory: the paths are relative to where the kernel runs
+    monkeypatch.chdir(tmp_path)
+    panel.suggest_files(ds.root).join(timeout=30)
+    assert "proj/particles31.star" in panel.path_text.options
+    assert SetupPanel(DemoParticles(100, box=48), suggest_dir=None).suggest_thread is None
+
+
 def test_form_loads_a_params_file(tmp_path):
     panel = SetupPanel(DemoParticles(100, box=48))
     f = tmp_path / "params.yaml"

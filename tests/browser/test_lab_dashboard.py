@@ -302,6 +302,9 @@ def test_notebook_runs_and_controls_render(page):
     expect(page.locator(".cc-box-label")).to_contain_text("Classification box")
     expect(page.locator(".cc-box-label")).to_contain_text("px")
     expect(page.locator(".cc-particles-info")).to_contain_text("600 particles")
+    if not os.environ.get("CRYOCLASS_BROWSER_DEMO"):  # the particles box suggests the file
+        suggestion = page.locator(".cc-particles-path datalist option[value='sim/particles.star']")
+        expect(suggestion).to_have_count(1, timeout=30_000)
     expect(page.locator(".cc-field-n_classes input")).to_have_value("3")
     expect(
         page.locator(

@@ -77,6 +77,9 @@ class Dashboard:
         returning a job (default :class:`cryoclass.Classification`).
     loader : callable, optional
         ``loader(path, passthrough)`` for the path box (default :func:`cryoclass.read_particles`).
+    suggest_dir : path or None
+        The path boxes suggest the particle files found under it (default: the working
+        directory); None: no suggestions.
     """
 
     def __init__(
@@ -92,6 +95,7 @@ class Dashboard:
         passthrough: str = "",
         job_factory: JobFactory | None = None,
         loader: Callable[[str, str | None], Any] | None = None,
+        suggest_dir: str | Path | None = ".",
     ) -> None:
         self.job_factory = job_factory or _default_job_factory
         self.init_volumes, self.outdir = init_volumes, outdir
@@ -109,6 +113,7 @@ class Dashboard:
             focus_mask=focus_mask,
             params=params,
             loader=loader,
+            suggest_dir=suggest_dir,
         )
         self.plots = LivePlots()
         self.viewer = VolumeViewer()

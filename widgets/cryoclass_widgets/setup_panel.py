@@ -20,6 +20,8 @@ Example
 from __future__ import annotations
 
 import html
+import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -107,6 +109,10 @@ def _error_html() -> W.HTML:
     return e
 
 
+def _joined(base: str, names: list[str]) -> tuple[str, ...]:
+    return tuple(os.path.normpath(os.path.join(base, n)) for n in names)
+
+
 def _make_field(info: dict[str, Any]) -> W.ValueWidget:
     name, t, default = info["name"], info["type"], info["default"]
     kw: dict[str, Any] = dict(
@@ -146,6 +152,10 @@ class SetupPanel:
         Initial values (default: the defaults, with filter resolution 8 Å).
     loader : callable, optional
         ``loader(path, passthrough) -> Particles`` (default :func:`cryoclass.read_particles`).
+    suggest_dir : path or None
+        The path boxes suggest the particle and passthrough files found under this directory
+        (default: the kernel's working directory; :func:`cryoclass.io.discover.find_particle_files`,
+        searched in a background thread); None: no suggestions.
     """
 
     def __init__(
@@ -158,6 +168,7 @@ class SetupPanel:
         focus_mask: Any = None,
         params: ClassificationParams | None = None,
         loader: Callable[[str, str | None], Any] | None = None,
+        suggest_dir: str | os.PathLike | None = ".",
     ) -> None:
         self.particles = particles
         self._loader = loader
@@ -210,24 +221,50 @@ class SetupPanel:
             w.observe(lambda _c: self.validate(), names="value")
         self._update_particles_info()
         self.validate()
+        self.suggest_thread: threading.Thread | None = None
+        if suggest_dir is not None:
+            self.suggest_files(suggest_dir)
+
+    def suggest_files(self, root: str | os.PathLike = ".") -> threading.Thread:
+        """Fill the path boxes' suggestions with the particle / passthrough files under ``root``
+        (relative paths, as the kernel resolves them from ``root`` = its working directory), in a
+        background thread that is returned."""
+        from cryoclass.io.discover import find_particle_files
+
+        def scan() -> None:
+            try:
+                found = find_particle_files(root)
+            except OSError:  # e.g. the directory went away: no suggestions
+                return
+            base = os.path.relpath(root)
+            self.path_text.options = _joined(base, found["particles"])
+            self.passthrough_text.options = _joined(base, found["passthrough"])
+
+        self.suggest_thread = threading.Thread(target=scan, name="cryoclass-suggest", daemon=True)
+        self.suggest_thread.start()
+        return self.suggest_thread
 
     # ------------------------------------------------------------------ layout pieces
     def _row(self, name: str) -> W.HBox:
         return W.HBox([self.fields[name], self.errors[name]])
 
     def _build_particles(self, path: str, passthrough: str) -> None:
-        self.path_text = W.Text(
+        # text boxes that also suggest the project's particle files (suggest_files)
+        self.path_text = W.Combobox(
             value=str(path or ""),
             description="particles",
-            placeholder="particles.star or particles.cs",
+            placeholder="particles.star or particles.cs (type or pick)",
+            ensure_option=False,
             style=_LABEL_STYLE,
             layout=W.Layout(width="560px"),
             tooltip="Particle file (.star or CryoSPARC .cs) with poses and CTF",
         )
-        self.passthrough_text = W.Text(
+        self.path_text.add_class("cc-particles-path")
+        self.passthrough_text = W.Combobox(
             value=str(passthrough or ""),
             description="passthrough",
             placeholder="(.cs only) passthrough .cs",
+            ensure_option=False,
             style=_LABEL_STYLE,
             layout=W.Layout(width="560px"),
         )

@@ -29,9 +29,12 @@ params = ClassificationParams(
     seed=0,
 )
 if USE_ENGINE:
+    from cryoclass.io import write_particles_with_images
     from cryoclass.sim import simulate
 
     ds = simulate(n_particles=600, box=40, pixel_size_A=3.0, snr=0.5, seed=0)
+    # on disk too, so that the particles box has a file of this directory to suggest
+    write_particles_with_images("sim/particles.star", ds.particles, "sim/particles.mrcs")
     dash = Dashboard(ds.particles, params=params)
 else:
     dash = Dashboard(
