@@ -485,6 +485,35 @@ def test_viewer_swaps_add_then_remove_and_modes():
     assert match_shape(np.ones((48,) * 3), 24).shape == (24, 24, 24)
 
 
+def test_viewer_side_by_side(monkeypatch, tmp_path):
+    """The default view puts class k one box and a tenth along −x (the maps' MRC origin, which
+    NGL applies; its default camera shows −x to the right); with differences, each class's
+    consensus + difference pair shares a place."""
+    import cryoclass_widgets.viewers as V
+    import mrcfile
+
+    origins: list[float] = []
+    real = V.mrc_bytes
+    monkeypatch.setattr(V, "mrc_bytes", lambda q, vox, x=0.0: origins.append(x) or real(q, vox, x))
+    v = VolumeViewer()
+    vols = np.random.default_rng(2).random((3, 24, 24, 24)).astype(np.float32)
+    v.set_data(volumes=vols, consensus=vols.mean(0), pixel_size_A=4.0)
+    step = -1.1 * 24 * 4.0  # Å
+    assert v.show.value == "row" and "side by side" in v.info.value
+    np.testing.assert_allclose(origins, [0.0, step, 2 * step])
+    origins.clear()
+    v.mode.value = "diff"
+    assert v.n_components == 6
+    np.testing.assert_allclose(origins, [0.0, 0.0, step, step, 2 * step, 2 * step])
+    origins.clear()
+    v.show.value = "all"  # overlaid: all at the origin
+    assert v.n_components == 3 and origins == [0.0, 0.0, 0.0]
+    # the origin is in the MRC header NGL reads
+    (tmp_path / "m.mrc").write_bytes(real(np.zeros((8, 8, 8), np.int8), 4.0, 35.2))
+    with mrcfile.open(tmp_path / "m.mrc") as m:
+        assert float(m.header.origin.x) == pytest.approx(35.2)
+
+
 def test_dashboard_mask_preview_from_file(tmp_path):
     import mrcfile
 

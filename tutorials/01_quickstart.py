@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -133,7 +133,10 @@ fig
 #   class j between consecutive iterations.
 # - **Difference from consensus** slices: where each class differs from the average of all
 #   particles — where the heterogeneity is.
-# - the **3D viewer** of the class volumes and the **class table** with export buttons.
+# - the **3D viewer** of the class volumes — side by side, left to right in class order and
+#   in the class colours, or overlaid, one at a time, or as differences from the consensus
+#   (green where the class has more density, red less) — and the **class table** with export
+#   buttons.
 #
 # The very first run on a computer spends up to 2 minutes compiling the CPU kernels (the status
 # line says so; later runs start at once). Workshop teachers: run `cryoclass compile` once on

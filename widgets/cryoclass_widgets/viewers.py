@@ -33,8 +33,9 @@ __all__ = ["VolumeViewer", "mrc_bytes", "display_volume", "match_shape"]
 _MASK_COLOURS = {"solvent": "#1f77b4", "focus": "#ff7f0e"}
 
 
-def mrc_bytes(vol: np.ndarray, voxel_size_A: float = 1.0) -> bytes:
-    """An MRC file's bytes for a ``[z, y, x]`` volume, written by ``mrcfile`` into memory."""
+def mrc_bytes(vol: np.ndarray, voxel_size_A: float = 1.0, origin_x_A: float = 0.0) -> bytes:
+    """An MRC file's bytes for a ``[z, y, x]`` volume, written by ``mrcfile`` into memory;
+    ``origin_x_A`` moves it along x (header origin, which NGL applies: maps side by side)."""
     from mrcfile.mrcinterpreter import MrcInterpreter
 
     bio = io.BytesIO()
@@ -43,6 +44,7 @@ def mrc_bytes(vol: np.ndarray, voxel_size_A: float = 1.0) -> bytes:
     m._create_default_attributes()
     m.set_data(np.ascontiguousarray(vol))
     m.voxel_size = voxel_size_A
+    m.header.origin.x = origin_x_A
     m.flush()
     return bio.getvalue()
 
@@ -73,8 +75,9 @@ def match_shape(vol: np.ndarray, D: int) -> np.ndarray:
 
 
 class VolumeViewer:
-    """nglview widget plus controls: which map (all classes / one class / consensus / mask
-    preview), map or difference-from-consensus, and the isolevel (in σ of each map).
+    """nglview widget plus controls: which map (the classes side by side, left to right / all
+    classes overlaid / one class / consensus / mask preview), map or difference-from-consensus,
+    and the isolevel (in σ of each map).
 
     Call :meth:`set_data` with new arrays (from the dashboard's updater thread); the controls'
     callbacks are routed through ``dispatch`` (set by the dashboard) so that only one thread talks
@@ -99,8 +102,8 @@ class VolumeViewer:
         self.view._set_size(width, height)
         self.view.add_class("cc-ngl")
         self.show = W.Dropdown(
-            options=[("all classes", "all")],
-            value="all",
+            options=[("side by side", "row"), ("all classes overlaid", "all")],
+            value="row",
             description="show",
             layout=W.Layout(width="230px"),
         )
@@ -192,21 +195,23 @@ class VolumeViewer:
         return 0 if v is None else int(v.shape[0])
 
     def _update_options(self, K: int) -> None:
-        opts = [("all classes", "all")] + [(f"class {k}", str(k)) for k in range(K)]
+        opts = [("side by side", "row"), ("all classes overlaid", "all")]
+        opts += [(f"class {k}", str(k)) for k in range(K)]
         if self._data["consensus"] is not None:
             opts.append(("consensus", "consensus"))
         for kind in ("solvent", "focus"):
             if self._data[f"{kind}_mask"] is not None:
                 opts.append((f"{kind} mask", kind))
         if opts != list(self.show.options):
-            value = self.show.value if self.show.value in [v for _, v in opts] else "all"
+            value = self.show.value if self.show.value in [v for _, v in opts] else "row"
             with self.show.hold_trait_notifications():
                 self.show.options = opts
                 self.show.value = value
 
     # ------------------------------------------------------------------ drawing
     def _items(self) -> list[tuple[np.ndarray, list[dict[str, Any]], str]]:
-        """What to draw: ``(volume, [surface params], isolevel type)`` per component."""
+        """What to draw: ``(volume, [surface params], isolevel type)`` per component; in the
+        side-by-side view component k is placed k boxes along x (:meth:`refresh`)."""
         d, lvl = self._data, float(self.isolevel.value)
         vols, cons = d["volumes"], d["consensus"]
         show, diff = self.show.value, self.mode.value == "diff"
@@ -250,18 +255,20 @@ class VolumeViewer:
             return items
         K = vols.shape[0]
         colors = class_colors(K)
-        classes = list(range(min(K, self.max_overlay))) if show == "all" else [int(show)]
+        many = show in ("all", "row")
+        classes = list(range(min(K, self.max_overlay))) if many else [int(show)]
         if diff and cons is not None:
             fm = d["focus_mask"]
-            if show != "all":
-                items.append((cons, [sigma_surf("#bbbbbb", 0.2)], "sigma"))
             for k in classes:
                 dv = vols[k] - cons
                 if fm is not None:
                     dv = dv * match_shape(fm, cons.shape[0])
-                surfs = [sigma_surf(colors[k] if show == "all" else "#2ca02c")]
-                if show != "all":
-                    surfs.append(sigma_surf("#d62728", negate=True))
+                if show == "all":  # overlaid: each class's gain, in its colour
+                    items.append((dv, [sigma_surf(colors[k])], "sigma"))
+                    continue
+                # one class, or each beside the others: the consensus faintly, + green, − red
+                items.append((cons, [sigma_surf("#bbbbbb", 0.2)], "sigma"))
+                surfs = [sigma_surf("#2ca02c"), sigma_surf("#d62728", negate=True)]
                 items.append((dv, surfs, "sigma"))
             return items
         opacity = 0.5 if show == "all" and len(classes) > 1 else 1.0
@@ -272,14 +279,20 @@ class VolumeViewer:
         with self._lock:
             items = self._items()
             apix = float(self._data["pixel_size_A"])
+            row = self.show.value == "row"
+            # components per class in the row: 1 (map) or 2 (consensus + difference)
+            per_class = max(1, len(items) // max(1, min(self._n_classes(), self.max_overlay)))
             new = []
-            for vol, surfaces, kind in items:
+            for i, (vol, surfaces, kind) in enumerate(items):
                 q, scale = display_volume(vol, self.max_display_box)
                 vox = apix * vol.shape[0] / q.shape[0]
+                # side by side: class k one box and a tenth beyond class k - 1 along −x, which
+                # NGL's default camera (looking along +z) shows to the right
+                x_A = -1.1 * q.shape[0] * vox * (i // per_class) if row else 0.0
                 # NGL's default representation of a map is a surface, and loading a map with it
                 # makes the stage frame the scene (without it the camera shows nothing): load
                 # with it, restyle it as our first surface, then add the others.
-                comp = self.view.add_component(io.BytesIO(mrc_bytes(q, vox)), ext="mrc")
+                comp = self.view.add_component(io.BytesIO(mrc_bytes(q, vox, x_A)), ext="mrc")
                 for j, surf in enumerate(surfaces):
                     surf = dict(surf)
                     if surf["isolevelType"] == "value":
@@ -294,8 +307,10 @@ class VolumeViewer:
             self._comps = new
             self.n_swaps += 1
             K = self._n_classes()
+            shown = min(K, self.max_overlay)
             what = dict(
-                all=f"all {min(K, self.max_overlay)} classes overlaid"
+                all=f"all {shown} classes overlaid" if K else "waiting for the first class volumes",
+                row=f"classes 0–{shown - 1} side by side, left to right"
                 if K
                 else "waiting for the first class volumes",
                 consensus="consensus",
