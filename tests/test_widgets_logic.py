@@ -492,26 +492,40 @@ def test_viewer_side_by_side(monkeypatch, tmp_path):
     import cryoclass_widgets.viewers as V
     import mrcfile
 
-    origins: list[float] = []
+    origins: list[tuple[float, float]] = []
     real = V.mrc_bytes
-    monkeypatch.setattr(V, "mrc_bytes", lambda q, vox, x=0.0: origins.append(x) or real(q, vox, x))
+
+    def recording(q, vox, origin=(0.0, 0.0)):
+        origins.append(origin)
+        return real(q, vox, origin)
+
+    monkeypatch.setattr(V, "mrc_bytes", recording)
     v = VolumeViewer()
     vols = np.random.default_rng(2).random((3, 24, 24, 24)).astype(np.float32)
     v.set_data(volumes=vols, consensus=vols.mean(0), pixel_size_A=4.0)
     step = -1.1 * 24 * 4.0  # Å
     assert v.show.value == "row" and "side by side" in v.info.value
-    np.testing.assert_allclose(origins, [0.0, step, 2 * step])
+    np.testing.assert_allclose(origins, [(0, 0), (step, 0), (2 * step, 0)])
     origins.clear()
     v.mode.value = "diff"
     assert v.n_components == 6
-    np.testing.assert_allclose(origins, [0.0, 0.0, step, step, 2 * step, 2 * step])
+    np.testing.assert_allclose(np.array(origins)[:, 0], [0, 0, step, step, 2 * step, 2 * step])
     origins.clear()
     v.show.value = "all"  # overlaid: all at the origin
-    assert v.n_components == 3 and origins == [0.0, 0.0, 0.0]
+    assert v.n_components == 3 and origins == [(0, 0)] * 3
     # the origin is in the MRC header NGL reads
-    (tmp_path / "m.mrc").write_bytes(real(np.zeros((8, 8, 8), np.int8), 4.0, 35.2))
+    # more than 4 classes: rows of a near-square grid, left to right, then down (−y)
+    origins.clear()
+    v.show.value = "row"
+    v.mode.value = "map"
+    v.set_data(volumes=np.concatenate([vols, vols]), consensus=vols.mean(0))
+    cols = [(-c * 1.1 * 96, -r * 1.1 * 96) for r in range(2) for c in range(3)]
+    np.testing.assert_allclose(origins[-6:], cols)
+    assert "top to bottom" in v.info.value
+    # the origin is in the MRC header NGL reads
+    (tmp_path / "m.mrc").write_bytes(real(np.zeros((8, 8, 8), np.int8), 4.0, (35.2, -7.0)))
     with mrcfile.open(tmp_path / "m.mrc") as m:
-        assert float(m.header.origin.x) == pytest.approx(35.2)
+        assert (float(m.header.origin.x), float(m.header.origin.y)) == (pytest.approx(35.2), -7.0)
 
 
 def test_dashboard_mask_preview_from_file(tmp_path):

@@ -33,9 +33,12 @@ __all__ = ["VolumeViewer", "mrc_bytes", "display_volume", "match_shape"]
 _MASK_COLOURS = {"solvent": "#1f77b4", "focus": "#ff7f0e"}
 
 
-def mrc_bytes(vol: np.ndarray, voxel_size_A: float = 1.0, origin_x_A: float = 0.0) -> bytes:
+def mrc_bytes(
+    vol: np.ndarray, voxel_size_A: float = 1.0, origin_A: tuple[float, float] = (0.0, 0.0)
+) -> bytes:
     """An MRC file's bytes for a ``[z, y, x]`` volume, written by ``mrcfile`` into memory;
-    ``origin_x_A`` moves it along x (header origin, which NGL applies: maps side by side)."""
+    ``origin_A`` = (x, y) moves it in the header's origin, which NGL applies (maps side by
+    side)."""
     from mrcfile.mrcinterpreter import MrcInterpreter
 
     bio = io.BytesIO()
@@ -44,7 +47,7 @@ def mrc_bytes(vol: np.ndarray, voxel_size_A: float = 1.0, origin_x_A: float = 0.
     m._create_default_attributes()
     m.set_data(np.ascontiguousarray(vol))
     m.voxel_size = voxel_size_A
-    m.header.origin.x = origin_x_A
+    m.header.origin.x, m.header.origin.y = origin_A
     m.flush()
     return bio.getvalue()
 
@@ -75,7 +78,7 @@ def match_shape(vol: np.ndarray, D: int) -> np.ndarray:
 
 
 class VolumeViewer:
-    """nglview widget plus controls: which map (the classes side by side, left to right / all
+    """nglview widget plus controls: which map (the classes side by side, in rows / all
     classes overlaid / one class / consensus / mask preview), map or difference-from-consensus,
     and the isolevel (in σ of each map).
 
@@ -286,13 +289,12 @@ class VolumeViewer:
             for i, (vol, surfaces, kind) in enumerate(items):
                 q, scale = display_volume(vol, self.max_display_box)
                 vox = apix * vol.shape[0] / q.shape[0]
-                # side by side: class k one box and a tenth beyond class k - 1 along −x, which
-                # NGL's default camera (looking along +z) shows to the right
-                x_A = -1.1 * q.shape[0] * vox * (i // per_class) if row else 0.0
+                step_A = 1.1 * q.shape[0] * vox  # side by side: a box and a tenth apart
+                origin = self._grid_origin(i // per_class, step_A) if row else (0.0, 0.0)
                 # NGL's default representation of a map is a surface, and loading a map with it
                 # makes the stage frame the scene (without it the camera shows nothing): load
                 # with it, restyle it as our first surface, then add the others.
-                comp = self.view.add_component(io.BytesIO(mrc_bytes(q, vox, x_A)), ext="mrc")
+                comp = self.view.add_component(io.BytesIO(mrc_bytes(q, vox, origin)), ext="mrc")
                 for j, surf in enumerate(surfaces):
                     surf = dict(surf)
                     if surf["isolevelType"] == "value":
@@ -311,6 +313,7 @@ class VolumeViewer:
             what = dict(
                 all=f"all {shown} classes overlaid" if K else "waiting for the first class volumes",
                 row=f"classes 0–{shown - 1} side by side, left to right"
+                + (", top to bottom" if shown > self._grid_columns(shown) else "")
                 if K
                 else "waiting for the first class volumes",
                 consensus="consensus",
@@ -324,6 +327,17 @@ class VolumeViewer:
             ):
                 what += " − consensus (green +, red −)"
             self.info.value = f"<span style='font-size:11px;color:#555'>{what}</span>"
+
+    @staticmethod
+    def _grid_columns(n: int) -> int:
+        """Maps per row side by side: all of up to 4 in one row, then a near-square grid."""
+        return n if n <= 4 else int(np.ceil(np.sqrt(n)))
+
+    def _grid_origin(self, k: int, step_A: float) -> tuple[float, float]:
+        """Where class k goes side by side, ``step_A`` apart: left to right, then the next row
+        below. NGL's default camera looks along +z with +y up, so −x is to the right."""
+        cols = self._grid_columns(min(self._n_classes(), self.max_overlay))
+        return -step_A * (k % cols), -step_A * (k // cols)
 
     def _apply_isolevel(self) -> None:
         with self._lock:
