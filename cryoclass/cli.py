@@ -280,6 +280,25 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     )
     r.add_argument("outdir", help="classification OUTDIR")
     r.add_argument("-o", "--output", help="HTML file (default OUTDIR/report.html)")
+    i = sub.add_parser(
+        "info",
+        help="a particle set at a glance: size, optics, defocus, views, classification boxes",
+        description="Summarise a particle file before classifying it: particle count, box, "
+        "pixel size and Nyquist, optics groups, defocus range, half-sets, per-particle scales, "
+        "how evenly the viewing directions cover the sphere, and the classification box and "
+        "memory each filter resolution gives. Reads the metadata and image headers only.",
+    )
+    i.add_argument("particles", help=".star or .cs particle file")
+    i.add_argument("--passthrough", help="CryoSPARC passthrough .cs (merged by uid)")
+    i.add_argument("--project-dir", help="CryoSPARC/RELION project directory for image paths")
+    i.add_argument(
+        "--filter-res",
+        type=float,
+        nargs="+",
+        metavar="A",
+        help="filter resolutions (Å) to tabulate (default: 4-20 Å, those this box allows)",
+    )
+    i.add_argument("--json", action="store_true", help="print the summary as JSON")
     sub.add_parser(
         "compile",
         help="compile the CPU kernels now (once per machine: before a workshop, in an image)",
@@ -582,6 +601,19 @@ def _classify(a: argparse.Namespace, argv: Sequence[str], startup_gc: _StartupGC
     return 0
 
 
+def cmd_info(a: argparse.Namespace) -> int:
+    import json
+
+    from .io.particles import read_particles
+    from .io.summary import format_summary, particle_summary
+
+    particles = read_particles(a.particles, passthrough=a.passthrough, project_dir=a.project_dir)
+    res = tuple(a.filter_res) if a.filter_res else None
+    summary = particle_summary(particles, filter_res_A=res)
+    print(json.dumps(summary, indent=1) if a.json else format_summary(summary))
+    return 0
+
+
 def cmd_report(a: argparse.Namespace) -> int:
     try:
         from cryoclass_widgets.report import write_report
@@ -621,6 +653,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(demo.run(args))
         if args.command == "report":
             return cmd_report(args)
+        if args.command == "info":
+            return cmd_info(args)
         if args.command == "compile":
             from .warmup import compile_kernels
 

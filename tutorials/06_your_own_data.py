@@ -97,6 +97,18 @@ print(f"box {particles.box} px, {particles.pixel_size_A} Å/px")
 # particles = read_particles("Refine3D/job025/run_data.star", project_dir="/data/relion/myproject")
 # ```
 #
+# Before classifying, look at the set as a whole: particle count, Nyquist, defocus range,
+# half-sets, how evenly the views cover the sphere (a strongly preferred orientation makes
+# some classes' maps poorly sampled) and the classification box each filter resolution gives.
+# On the command line: `cryoclass info Refine3D/job025/run_data.star`.
+
+# %%
+from cryoclass.io.summary import format_summary, particle_summary
+
+print(format_summary(particle_summary(particles)))
+
+# %% [markdown]
+#
 # ## 3. CryoSPARC `.cs` in
 #
 # A CryoSPARC refinement job directory holds `J42_00X_particles.cs` (its own results:
