@@ -111,6 +111,19 @@ def test_path_boxes_suggest_the_projects_particle_files(tmp_path, monkeypatch):
     assert SetupPanel(DemoParticles(100, box=48), suggest_dir=None).suggest_thread is None
 
 
+def test_particles_info_has_the_sets_details():
+    """Real particles get a collapsed *details* block (cryoclass info's summary); the demo's
+    stand-in particles, which have no metadata, do not."""
+    from cryoclass import sim
+
+    ds = sim.simulate(n_particles=300, box=32, pixel_size_A=4.0, seed=1)
+    info = SetupPanel(ds.particles, suggest_dir=None).particles_info.value
+    assert "300 particles, box 32 px" in info and "cc-particles-details" in info
+    assert "half-sets 150 / 150" in info and "8 Å →   32 px" in info
+    demo = SetupPanel(DemoParticles(100, box=48), suggest_dir=None).particles_info.value
+    assert "100 particles" in demo and "details" not in demo
+
+
 def test_form_loads_a_params_file(tmp_path):
     panel = SetupPanel(DemoParticles(100, box=48))
     f = tmp_path / "params.yaml"

@@ -109,6 +109,26 @@ def _error_html() -> W.HTML:
     return e
 
 
+def _details_html(particles: Any) -> str:
+    """A collapsed *details* block with ``cryoclass info``'s summary of a particle set (optics,
+    defocus, half-sets, view coverage, classification boxes); empty for objects without
+    metadata (e.g. the demo's stand-in particles)."""
+    if getattr(particles, "meta", None) is None or not hasattr(particles, "rotations"):
+        return ""
+    from cryoclass.io.summary import format_summary, particle_summary
+
+    try:
+        lines = format_summary(particle_summary(particles)).splitlines()[1:]
+    except Exception:  # a summary is a nicety: never let it break loading
+        return ""
+    body = html.escape("\n".join(line[2:] if line.startswith("  ") else line for line in lines))
+    return (
+        "<details class='cc-particles-details' style='margin-left:254px'>"
+        "<summary style='cursor:pointer;color:#555'>details</summary>"
+        f"<pre style='font-size:11px;margin:2px 0'>{body}</pre></details>"
+    )
+
+
 def _joined(base: str, names: list[str]) -> tuple[str, ...]:
     return tuple(os.path.normpath(os.path.join(base, n)) for n in names)
 
@@ -481,7 +501,7 @@ class SetupPanel:
             n, box, apix = g
             self.particles_info.value = (
                 f"<span style='margin-left:254px'>{n} particles, box "
-                f"{box} px, pixel size {apix:g} Å</span>"
+                f"{box} px, pixel size {apix:g} Å</span>" + _details_html(self.particles)
             )
             self.filter_slider.min = round(2 * apix, 2)
             self.filter_slider.max = max(round(box * apix / 2, 1), self.filter_slider.min + 1)
