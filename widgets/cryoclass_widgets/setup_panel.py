@@ -254,9 +254,9 @@ class SetupPanel:
         def scan() -> None:
             try:
                 found = find_particle_files(root)
-            except OSError:  # e.g. the directory went away: no suggestions
+                base = os.path.relpath(root)
+            except (OSError, ValueError):  # gone, or another drive: no suggestions
                 return
-            base = os.path.relpath(root)
             self.path_text.options = _joined(base, found["particles"])
             self.passthrough_text.options = _joined(base, found["passthrough"])
 
