@@ -214,7 +214,8 @@ class VolumeViewer:
     # ------------------------------------------------------------------ drawing
     def _items(self) -> list[tuple[np.ndarray, list[dict[str, Any]], str]]:
         """What to draw: ``(volume, [surface params], isolevel type)`` per component; in the
-        side-by-side view component k is placed k boxes along x (:meth:`refresh`)."""
+        side-by-side view :meth:`refresh` places each class's components in a grid
+        (:meth:`_grid_origin`)."""
         d, lvl = self._data, float(self.isolevel.value)
         vols, cons = d["volumes"], d["consensus"]
         show, diff = self.show.value, self.mode.value == "diff"
