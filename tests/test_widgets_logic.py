@@ -585,7 +585,7 @@ def _real_engine():
 
 
 @pytest.mark.skipif(_real_engine() is None, reason="cryoclass.engine.job not available yet")
-def test_real_engine_tiny_run():
+def test_real_engine_tiny_run(tmp_path, monkeypatch):
     from cryoclass.sim import simulate
 
     ds = simulate(n_particles=300, box=32, pixel_size_A=3.0, snr=0.5, seed=0)
@@ -606,3 +606,9 @@ def test_real_engine_tiny_run():
     assert len(d.results.rows) == 3 and d.viewer.n_components >= 1
     assert d.plots.figs["assignments"].data and not d.results.export_button.disabled
     assert _our_threads() == before
+    # "Write all outputs": the real files, and how to open them in RELION's class selection
+    monkeypatch.chdir(tmp_path)
+    d.results.outdir.value = "run1"
+    files = d.results.write_all()
+    assert files and (tmp_path / "run1" / "run_model.star").is_file()
+    assert "relion_display --gui --class --i run1/run_model.star" in d.results.status.value

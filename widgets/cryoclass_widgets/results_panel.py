@@ -209,7 +209,12 @@ class ResultsPanel:
             return None
         files = list(files) if files is not None else []
         where = html.escape(str(Path(self.outdir.value).expanduser()))
-        self._say(f"Wrote {what}: {len(files)} file(s) in <code>{where}</code>", raw=True)
+        text = f"Wrote {what}: {len(files)} file(s) in <code>{where}</code>"
+        model = next((f for f in files if Path(f).name == "run_model.star"), None)
+        if model is not None:  # how to open the run in RELION's class selection
+            cmd = html.escape(f"relion_display --gui --class --i {model}")
+            text += f"; in RELION: <code>{cmd}</code>"
+        self._say(text, raw=True)
         return files
 
     def _say(self, text: str, error: bool = False, raw: bool = False) -> None:
