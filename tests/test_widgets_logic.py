@@ -478,15 +478,25 @@ def test_viewer_swaps_add_then_remove_and_modes():
     rng = np.random.default_rng(1)
     vols = rng.random((3, 24, 24, 24)).astype(np.float32)
     v.set_data(volumes=vols, consensus=vols.mean(0), pixel_size_A=4.0)
-    ids = [c.id for c, *_ in v._comps]
-    assert v.n_components == 3 and len(v.view._ngl_component_ids) == 3
+    ids = [c.id for c, *_ in v._comps] + [v._labels.id]
+    # side by side (the default): 3 maps and one shape component with their "class k" labels
+    assert v.n_components == 3 and len(v.view._ngl_component_ids) == 4
     v.set_data(volumes=vols * 2)
-    assert v.n_components == 3 and not {c.id for c, *_ in v._comps} & set(ids)
-    assert v.view._ngl_component_ids == [c.id for c, *_ in v._comps]  # old ones removed
-    loads = [m for m in v.view._ngl_msg_archive if m["methodName"] == "loadFile"]
+    now = [c.id for c, *_ in v._comps] + [v._labels.id]
+    assert v.n_components == 3 and not set(now) & set(ids)
+    assert v.view._ngl_component_ids == now  # old ones removed
+    archive = v.view._ngl_msg_archive
+    loads = [m for m in archive if m["methodName"] == "loadFile"]
     assert len(loads) == 3  # the message archive does not grow with every swap
+    shapes = [m for m in archive if m["methodName"] == "addShape"]
+    assert len(shapes) == 1 and [t[-1] for t in shapes[0]["args"][1]] == [
+        "class 0",
+        "class 1",
+        "class 2",
+    ]
     v.show.value = "1"
-    assert v.n_components == 1
+    assert v.n_components == 1 and v._labels is None  # one class: no labels
+    assert len(v.view._ngl_component_ids) == 1
     v.mode.value = "diff"
     assert v.n_components == 2 and "consensus" in v.info.value
     v.isolevel.value = 2.5  # updates the surfaces in place, no new maps

@@ -130,6 +130,7 @@ class VolumeViewer:
         self.dispatch = lambda fn: fn()
         self._lock = threading.RLock()
         self._comps: list[tuple[Any, str, int]] = []  # (component, isolevel type, n surfaces)
+        self._labels: Any = None  # the side-by-side view's "class k" texts (a shape component)
         self._data: dict[str, Any] = dict(
             volumes=None, consensus=None, solvent_mask=None, focus_mask=None, pixel_size_A=1.0
         )
@@ -305,12 +306,15 @@ class VolumeViewer:
                     else:
                         comp.add_surface(**surf)
                 new.append((comp, kind, len(surfaces)))
-            for comp, _, _ in self._comps:
-                self.view.remove_component(comp)
-            self._comps = new
-            self.n_swaps += 1
             K = self._n_classes()
             shown = min(K, self.max_overlay)
+            labels = self._add_labels(shown, step_A) if row and items and shown else None
+            for comp, _, _ in self._comps:
+                self.view.remove_component(comp)
+            if self._labels is not None:
+                self.view.remove_component(self._labels)
+            self._comps, self._labels = new, labels
+            self.n_swaps += 1
             what = dict(
                 all=f"all {shown} classes overlaid" if K else "waiting for the first class volumes",
                 row=f"classes 0–{shown - 1} side by side, left to right"
@@ -328,6 +332,22 @@ class VolumeViewer:
             ):
                 what += " − consensus (green +, red −)"
             self.info.value = f"<span style='font-size:11px;color:#555'>{what}</span>"
+
+    def _add_labels(self, shown: int, step_A: float) -> Any:
+        """One shape component with "class k" under each map of the side-by-side view, in the
+        class colours (NGL text faces the camera and is anchored at its left end)."""
+        colors = class_colors(self._n_classes())
+        box_A = step_A / 1.1
+        size = 0.3 * box_A  # "class k" is about 1.4 sizes wide
+        texts = []
+        for k in range(shown):
+            x, y = self._grid_origin(k, step_A)
+            rgb = [int(colors[k][i : i + 2], 16) / 255 for i in (1, 3, 5)]
+            # −x is to the right on screen: the text starts (on its left, as seen) half its
+            # width left of the map's centre x + box_A / 2, just below the map
+            start = x + box_A / 2 + 0.7 * size
+            texts.append(("text", [start, y, box_A / 2], rgb, size, f"class {k}"))
+        return self.view._add_shape(texts, name="class labels")
 
     @staticmethod
     def _grid_columns(n: int) -> int:
