@@ -610,8 +610,25 @@ def cmd_info(a: argparse.Namespace) -> int:
     particles = read_particles(a.particles, passthrough=a.passthrough, project_dir=a.project_dir)
     res = tuple(a.filter_res) if a.filter_res else None
     summary = particle_summary(particles, filter_res_A=res)
+    summary["class_sizes"] = _class_sizes(particles)
     print(json.dumps(summary, indent=1) if a.json else format_summary(summary))
     return 0
+
+
+def _class_sizes(particles: Any) -> list[int] | None:
+    """Particles per class (0-based) when the file carries classes (``rlnClassNumber``,
+    ``alignments3D/class``: a classification's output), else None."""
+    import numpy as np
+
+    from .errors import InputFileError
+    from .followup.sources import class_labels
+
+    try:
+        labels = class_labels(particles)
+    except InputFileError:
+        return None
+    labels = labels[labels >= 0]
+    return [int(c) for c in np.bincount(labels)] if labels.size else None
 
 
 def cmd_report(a: argparse.Namespace) -> int:

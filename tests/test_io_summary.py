@@ -11,7 +11,7 @@ import pytest
 from cryoclass.cli import main
 from cryoclass.conventions import classification_box
 from cryoclass.errors import ParameterError
-from cryoclass.io import Particles, write_particles_with_images
+from cryoclass.io import Particles, read_particles, write_particles_with_images, write_star
 from cryoclass.io.summary import direction_bins, format_summary, particle_summary
 
 
@@ -82,7 +82,12 @@ def test_cli_info(tmp_path, capsys):
     assert "60 particles" in out and "10 Å →" in out and "8 Å →" not in out
     assert main(["info", str(star), "--json"]) == 0
     s = json.loads(capsys.readouterr().out)
-    assert s["n_particles"] == 60 and s["box_px"] == 32
+    assert s["n_particles"] == 60 and s["box_px"] == 32 and s["class_sizes"] is None
+    # a classification's output: the class sizes it carries
+    classified = tmp_path / "classified.star"
+    write_star(classified, read_particles(star), extra={"rlnClassNumber": np.arange(60) % 3 + 1})
+    assert main(["info", str(classified)]) == 0
+    assert "classes in the file: 3, sizes 20 / 20 / 20" in capsys.readouterr().out
     assert main(["info", str(star), "--filter-res", "5"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "finer than Nyquist" in err[0]

@@ -158,6 +158,11 @@ def format_summary(s: dict[str, Any]) -> str:
         lines.append("  per-particle scale: all 1")
     else:
         lines.append(f"  per-particle scale {smin:.3g}-{smax:.3g} (median {smed:.3g})")
+    if s.get("class_sizes"):
+        sizes = s["class_sizes"]
+        lines.append(
+            f"  classes in the file: {len(sizes)}, sizes " + " / ".join(str(c) for c in sizes)
+        )
     v = s["views"]
     lines.append(
         f"  viewing directions: {100 * v['coverage']:.0f} % of {v['bins']} equal-area bins "
