@@ -595,9 +595,11 @@ def _classify(a: argparse.Namespace, argv: Sequence[str], startup_gc: _StartupGC
     print(result.class_table().to_string(index=False), file=sys.stdout)
     print(f"outputs in {a.outdir}", file=sys.stdout)
     print(f"plots: cryoclass report {shlex.quote(str(a.outdir))}", file=sys.stdout)
-    model = os.path.join(a.outdir, "run_model.star")
+    from .io.relion_model import MODEL_NAME, display_command
+
+    model = os.path.join(a.outdir, MODEL_NAME)
     if os.path.isfile(model):
-        print(f"RELION class selection: relion_display --gui --class --i {shlex.quote(model)}")
+        print(f"RELION class selection: {display_command(model)}")
     return 0
 
 

@@ -26,8 +26,6 @@ from __future__ import annotations
 import os
 from typing import Literal
 
-import numpy as np
-
 __all__ = ["find_particle_files", "particle_file_kind"]
 
 Kind = Literal["particles", "passthrough"]
@@ -46,12 +44,10 @@ def _star_kind(path: str) -> Kind | None:
 
 
 def _cs_kind(path: str) -> Kind | None:
+    from .cryosparc import _npy_header  # the .cs reader's header parser (no data read)
+
     with open(path, "rb") as fh:
-        version = np.lib.format.read_magic(fh)
-        if version == (1, 0):
-            _, _, dtype = np.lib.format.read_array_header_1_0(fh)
-        else:
-            _, _, dtype = np.lib.format.read_array_header_2_0(fh)
+        _, dtype, _ = _npy_header(path, fh)
     names = dtype.names or ()
     if not ("blob/path" in names or any(n.startswith(("alignments3D/", "ctf/")) for n in names)):
         return None
@@ -59,8 +55,8 @@ def _cs_kind(path: str) -> Kind | None:
 
 
 def particle_file_kind(path: str | os.PathLike) -> Kind | None:
-    """``"particles"``, ``"passthrough"`` (a CryoSPARC ``.cs`` without images) or None, from the
-    file's header; None also for a file that cannot be read or parsed."""
+    """``"particles"``, ``"passthrough"`` (a CryoSPARC ``.cs`` named as its passthrough files
+    are) or None, from the file's header; None also for a file that cannot be read or parsed."""
     p = os.fspath(path)
     try:
         if p.endswith(".star"):

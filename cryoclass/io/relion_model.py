@@ -40,11 +40,26 @@ import pandas as pd
 
 from .mrc import atomic_path
 
-__all__ = ["model_blocks", "write_relion_model", "project_relative", "MODEL_NAME", "DATA_NAME"]
+__all__ = [
+    "model_blocks",
+    "write_relion_model",
+    "project_relative",
+    "display_command",
+    "MODEL_NAME",
+    "DATA_NAME",
+]
 
 #: File names: RELION derives the data file's name from the model file's.
 MODEL_NAME = "run_model.star"
 DATA_NAME = "run_data.star"
+
+
+def display_command(model: str | os.PathLike) -> str:
+    """The shell command that opens ``model`` (a ``run_model.star``) in RELION's class
+    selection."""
+    import shlex
+
+    return f"relion_display --gui --class --i {shlex.quote(os.fspath(model))}"
 
 
 def project_relative(path: str | os.PathLike, base: str | os.PathLike | None = None) -> str:

@@ -21,6 +21,8 @@ from typing import Any
 import ipywidgets as W
 import numpy as np
 
+from cryoclass.io.relion_model import MODEL_NAME, display_command
+
 from .figures import class_colors
 from .state import RunState
 
@@ -210,10 +212,9 @@ class ResultsPanel:
         files = list(files) if files is not None else []
         where = html.escape(str(Path(self.outdir.value).expanduser()))
         text = f"Wrote {what}: {len(files)} file(s) in <code>{where}</code>"
-        model = next((f for f in files if Path(f).name == "run_model.star"), None)
+        model = next((f for f in files if Path(f).name == MODEL_NAME), None)
         if model is not None:  # how to open the run in RELION's class selection
-            cmd = html.escape(f"relion_display --gui --class --i {model}")
-            text += f"; in RELION: <code>{cmd}</code>"
+            text += f"; in RELION: <code>{html.escape(display_command(model))}</code>"
         self._say(text, raw=True)
         return files
 
