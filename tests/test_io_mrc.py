@@ -92,3 +92,23 @@ def test_written_files_get_umask_permissions(tmp_path):
     umask = os.umask(0o022)
     os.umask(umask)
     assert (tmp_path / "v.mrc").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_text_file_is_not_an_mrc(tmp_path):
+    """A non-MRC file long enough to hold a header (e.g. a .star given as a mask) is named as
+    such, not reported as an unsupported mode with a nonsense number."""
+    path = tmp_path / "mask.star"
+    path.write_text("data_\n\nloop_\n_rlnImageName #1\n" + "000001@particles.mrcs\n" * 100)
+    with pytest.raises(InputFileError, match=r"mask\.star: not an MRC file \(no 'MAP ' stamp"):
+        read_mrc(path)
+
+
+def test_old_mrc_without_stamp_still_reads(tmp_path):
+    """Pre-2014 files lack the 'MAP ' stamp; a valid mode still reads."""
+    path = tmp_path / "old.mrc"
+    write_mrc(path, np.arange(64, dtype=np.float32).reshape(4, 4, 4), 1.5)
+    raw = bytearray(path.read_bytes())
+    raw[208:212] = bytes(4)
+    path.write_bytes(bytes(raw))
+    data, apix = read_mrc(path)
+    assert data.shape == (4, 4, 4) and data[3, 3, 3] == 63.0 and apix == pytest.approx(1.5)

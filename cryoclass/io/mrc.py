@@ -32,6 +32,8 @@ __all__ = ["MrcInfo", "read_mrc", "write_mrc", "open_stack", "mrc_info", "atomic
 
 #: MRC modes we can read as real images: int8, int16, float32, uint16, float16.
 _REAL_MODES = {0, 1, 2, 6, 12}
+#: every mode of the MRC2014 standard (3, 4: complex; 101: packed 4-bit)
+_KNOWN_MODES = _REAL_MODES | {3, 4, 101}
 _HEADER_BYTES = 1024
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
@@ -91,6 +93,7 @@ def mrc_info(path: str | os.PathLike) -> MrcInfo:
                 mode = int(header.mode)
                 nx, ny, nz = int(header.nx), int(header.ny), int(header.nz)
                 nsymbt = int(header.nsymbt)
+                stamp = bytes(header.map)
                 ispg = int(header.ispg)
                 apix = float(mrc.voxel_size.x)
                 dtype = (
@@ -98,6 +101,12 @@ def mrc_info(path: str | os.PathLike) -> MrcInfo:
                 )
     except (ValueError, OSError, EOFError) as exc:
         raise InputFileError(path, f"not a readable MRC file ({exc})") from None
+    if dtype is None and mode not in _KNOWN_MODES and stamp != b"MAP ":
+        # no MRC2014 stamp and a mode no MRC writer uses: some other file (a text file, a
+        # .star given as a mask...) that merely has 1 024 bytes to read as a header
+        raise InputFileError(
+            path, f"not an MRC file (no 'MAP ' stamp at byte 208 and header mode {mode})"
+        )
     if dtype is None:
         raise InputFileError(
             path,
