@@ -548,6 +548,59 @@ def keep_freed_memory(mmap_threshold: int = 32 << 20, trim_threshold: int = 1 <<
     return mallopt(_M_TRIM_THRESHOLD, trim_threshold) == 1 and ok
 
 
+class _DocAsIs:
+    """Stands in for SciPy's numpydoc parser (``scipy._lib._docscrape.FunctionDoc``) where SciPy
+    calls it while its modules load: every section is an empty list that takes appends, and
+    ``str()`` is the function's docstring as it was, after the signature line the callers
+    strip. Only docstrings change (they lose SciPy's added notes); see
+    :func:`skip_scipy_doc_notes`."""
+
+    def __init__(self, func: Any, *args: Any, **kwargs: Any) -> None:
+        self._doc = getattr(func, "__doc__", None) or ""
+
+    def __getitem__(self, section: str) -> list:
+        return []
+
+    def __setitem__(self, section: str, value: Any) -> None:
+        pass
+
+    def __str__(self) -> str:
+        return "\n" + self._doc
+
+
+#: the commands that run the engine (and so import SciPy): :func:`skip_scipy_doc_notes` first
+_JOB_COMMANDS = ("classify", "demo", "simulate", "reconstruct", "regroup", "reclassify", "select")
+
+#: SciPy modules that parse docstrings with ``FunctionDoc`` as their functions are defined
+_SCIPY_DOC_PARSERS = ("scipy._lib._array_api", "scipy._lib._util")
+
+
+def skip_scipy_doc_notes() -> bool:
+    """Let SciPy's modules load without re-parsing docstrings in this process. SciPy ≥ 1.16
+    decorates its functions at import time (``xp_capabilities``, ``_apply_over_batch``, the
+    ``rng`` transition): each call parses the function's docstring with numpydoc, appends a note
+    on array-API support and writes the docstring back. A job imports ``scipy.fft`` (which
+    pulls in ``scipy.special``'s 87 ufuncs), ``scipy.ndimage``, ``scipy.cluster.vq`` and, through
+    Numba, ``scipy.linalg``: 382 parses, 0.20 s of the 0.33 s those imports took on the 2-core
+    AMD host (0.13 s with this; ``benchmarks/RESULTS.md``). The parses change only ``__doc__``,
+    which a CLI process never reads; SciPy's capability tables are still filled. Only the CLI
+    calls this (a notebook user may read SciPy's docstrings). A no-op (False) where SciPy or
+    these internals are missing (another SciPy version): everything then loads as usual.
+    Returns whether the parser was replaced."""
+    import importlib
+
+    done = False
+    for name in _SCIPY_DOC_PARSERS:
+        try:
+            mod = importlib.import_module(name)
+        except ImportError:
+            continue
+        if isinstance(getattr(mod, "FunctionDoc", None), type):
+            mod.FunctionDoc = _DocAsIs  # type: ignore[attr-defined]
+            done = True
+    return done
+
+
 def cmd_classify(
     a: argparse.Namespace, argv: Sequence[str], startup_gc: _StartupGC | None = None
 ) -> int:
@@ -651,6 +704,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # classify: collections paused from here (building the parser imports the engine; see
     # _StartupGC) until the job's first phase after preprocessing
     startup_gc = _StartupGC() if command == "classify" else None
+    if command in _JOB_COMMANDS:
+        skip_scipy_doc_notes()
     try:
         parser = build_parser(command)
         args = parser.parse_args(argv)
