@@ -453,3 +453,30 @@ def test_kernel_check_is_noted_per_compiled_binary(tmp_path):
     assert S._verified_kernel(bare, lambda: "plain", agrees, "test") is bare
     assert S._verified_kernel(bare, lambda: "plain", agrees, "test") is bare
     assert len(calls) == 4
+
+
+def test_prefetch_hint_compiles_for_this_llvm_and_changes_nothing():
+    """The back-projection prefetches the accumulator corners of the pixel ``PREFETCH_AHEAD``
+    ahead (``_slice_numba._prefetch``, LLVM's ``prefetch`` intrinsic, whose name depends on the
+    LLVM version): it compiles here, is in the machine code's IR, reads and writes nothing
+    (even at the array's last element), and the sums it sits beside are exact."""
+    import numba as nb
+
+    from cryoclass.core._slice_numba import _PREFETCH_NAME, _prefetch
+
+    @nb.njit(cache=False)
+    def touch_and_add(a, ahead):
+        s = 0.0
+        for i in range(a.size):
+            if i + ahead < a.size:
+                _prefetch(a, i + ahead)
+            _prefetch(a, a.size - 1)
+            s += a[i]
+        return s
+
+    a = np.arange(1000, dtype=np.float32)
+    before = a.copy()
+    assert touch_and_add(a, 8) == float(before.sum())
+    np.testing.assert_array_equal(a, before)
+    ir = touch_and_add.inspect_llvm(touch_and_add.signatures[0])
+    assert f"@{_PREFETCH_NAME}(" in ir

@@ -10,10 +10,12 @@ back-projection scatters class by class, or in blocks of three (SLP).
 
 from __future__ import annotations
 
+import llvmlite.binding as _llvm
 import numba as nb
 import numpy as np
 from llvmlite import ir
 from numba import types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 from ._numba_compile import gather_lanes, slp_vectorised, vector_width
@@ -72,6 +74,44 @@ def _re_im(typingctx, bits):  # pragma: no cover - jit (typing and codegen run a
         return context.make_tuple(
             builder, signature.return_type, (lo, builder.bitcast(builder.trunc(hi, i32), f32))
         )
+
+    return sig, codegen
+
+
+#: LLVM's name of its prefetch intrinsic: overloaded on the pointer type since LLVM 15 (``p0i8``
+#: while pointers were typed, ``p0`` with LLVM 17's opaque pointers)
+_PREFETCH_NAME = (
+    "llvm.prefetch"
+    if _llvm.llvm_version_info[0] < 15
+    else "llvm.prefetch.p0i8"
+    if _llvm.llvm_version_info[0] < 17
+    else "llvm.prefetch.p0"
+)
+
+#: how many disc pixels ahead the back-projection prefetches its accumulator corners
+PREFETCH_AHEAD = 8
+
+
+@intrinsic
+def _prefetch(typingctx, arr, idx):  # pragma: no cover - jit (typing and codegen at compile)
+    """Hint the CPU to bring ``arr[idx]``'s cache line in for writing (LLVM ``prefetch``, high
+    temporal locality). No effect on any value: a hint, never a fault (addresses past the
+    array are not dereferenced)."""
+    sig = types.void(arr, idx)
+
+    def codegen(context, builder, signature, args):
+        aryty = signature.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(
+            context, builder, aryty, ary, [args[1]], wraparound=False, boundscheck=False
+        )
+        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, _PREFETCH_NAME)
+        # (address, rw = 1: write, locality = 3: keep in all cache levels, cache type 1: data)
+        one, three = ir.Constant(i32, 1), ir.Constant(i32, 3)
+        builder.call(fn, [builder.bitcast(ptr, i8p), one, three, one])
+        return context.get_dummy_value()
 
     return sig, codegen
 
@@ -252,6 +292,14 @@ def backproject_kernel(
     with it; in the job, 13.7 → 13.0 ms per 1 024 particles. Not for the other cases, where the
     scatter is lighter than that extra pass over the pixels (K = 1: +14 %, one-hot of 8 classes:
     +40 %).
+
+    The scatters wait on memory: at the 48³ box (pad 2) a half-set's accumulator is 16 MB for
+    K = 3, beyond the caches, and every pixel updates four runs of it at new places. So the
+    block-of-three scatter and the single-class one (K = 1, one-hot) prefetch the four runs of
+    the pixel :data:`PREFETCH_AHEAD` pixels ahead (:func:`_prefetch_runs`). Same sums, bit for
+    bit. Measured on a real job's passes (N = 5 000, 2-core EPYC, medians of 5): a full K = 3
+    soft pass at 48³ 155 → 99 ms, the K = 1 consensus 64 → 52 ms; at the init's 20 px box
+    (accumulators that fit the caches) no change, so the soft many-class path does not prefetch.
     """
     n = X.shape[0]
     M = kx.shape[0]
@@ -303,7 +351,16 @@ def backproject_kernel(
             a11 = A[i, 1, 1] * pad
             a12 = A[i, 1, 2] * pad
             al = alpha[i]
+            one = K == 1 or nact == 1  # a single class to write: its corners are prefetched
+            k_one = np.uint64(3 * act[0])
             for m in range(M):
+                if one and m + PREFETCH_AHEAD < M:
+                    zf, yf, xf, _s, _0, _1, _2, _3, _4, _5, _6, _7 = _corners(
+                        a00, a01, a02, a10, a11, a12, kx[m + PREFETCH_AHEAD],
+                        ky[m + PREFETCH_AHEAD], off,
+                    )  # fmt: skip
+                    q = np.uint64(((zf * ny + yf) * nx + xf) * K3) + k_one
+                    _prefetch_runs(g, q, ox + np.uint64(2), oy, oz)
                 z0, y0, x0, sgn, w000, w001, w010, w011, w100, w101, w110, w111 = _corners(
                     a00, a01, a02, a10, a11, a12, kx[m], ky[m], off
                 )
@@ -402,7 +459,12 @@ def _scatter_block3(g, r, i, kb, rmin, corner, wts, vals, ox, oy, oz):  # pragma
     r0 = _active(r[i, kb], rmin)
     r1 = _active(r[i, kb + 1], rmin)
     r2 = _active(r[i, kb + 2], rmin)
-    for m in range(corner.shape[0]):
+    M = corner.shape[0]
+    last = np.uint64(8)  # the last float of corner x0 + 1's nine (x0's run of 18 floats)
+    for m in range(M):
+        if m + PREFETCH_AHEAD < M:  # the 4 runs of 18 floats pixel m + AHEAD will update
+            q = np.uint64(corner[m + PREFETCH_AHEAD] + 3 * kb)
+            _prefetch_runs(g, q, ox + last, oy, oz)
         dr, di, wv = vals[0, m], vals[1, m], vals[2, m]
         c0, c1, c2 = r0 * dr, r0 * di, r0 * wv
         c3, c4, c5 = r1 * dr, r1 * di, r1 * wv
@@ -416,6 +478,21 @@ def _scatter_block3(g, r, i, kb, rmin, corner, wts, vals, ox, oy, oz):  # pragma
         _add9(g, p + oz + ox, wts[5, m], c0, c1, c2, c3, c4, c5, c6, c7, c8)
         _add9(g, p + oz + oy, wts[6, m], c0, c1, c2, c3, c4, c5, c6, c7, c8)
         _add9(g, p + oz + oy + ox, wts[7, m], c0, c1, c2, c3, c4, c5, c6, c7, c8)
+
+
+@nb.njit(inline="always", fastmath=True, nogil=True)
+def _prefetch_runs(g, q, end, oy, oz):  # pragma: no cover - jit
+    """Prefetch the four runs a pixel updates (rows (z0, y0), (z0, y0 + 1), (z0 + 1, y0),
+    (z0 + 1, y0 + 1), each from corner x0 to x0 + 1): each run's first and last float (``q`` and
+    ``q + end``), so both its cache lines come in even where it straddles one."""
+    _prefetch(g, q)
+    _prefetch(g, q + end)
+    _prefetch(g, q + oy)
+    _prefetch(g, q + oy + end)
+    _prefetch(g, q + oz)
+    _prefetch(g, q + oz + end)
+    _prefetch(g, q + oz + oy)
+    _prefetch(g, q + oz + oy + end)
 
 
 @nb.njit(inline="always", fastmath=True, nogil=True)
