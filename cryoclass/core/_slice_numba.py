@@ -78,15 +78,9 @@ def _re_im(typingctx, bits):  # pragma: no cover - jit (typing and codegen run a
     return sig, codegen
 
 
-#: LLVM's name of its prefetch intrinsic: overloaded on the pointer type since LLVM 15 (``p0i8``
-#: while pointers were typed, ``p0`` with LLVM 17's opaque pointers)
-_PREFETCH_NAME = (
-    "llvm.prefetch"
-    if _llvm.llvm_version_info[0] < 15
-    else "llvm.prefetch.p0i8"
-    if _llvm.llvm_version_info[0] < 17
-    else "llvm.prefetch.p0"
-)
+#: LLVM's name of its prefetch intrinsic, which is overloaded on the pointer type: ``p0i8`` while
+#: pointers were typed (the LLVM 14-16 of Numba 0.58-0.61), ``p0`` with opaque pointers (LLVM 17+)
+_PREFETCH_NAME = "llvm.prefetch.p0i8" if _llvm.llvm_version_info[0] < 17 else "llvm.prefetch.p0"
 
 #: how many disc pixels ahead the back-projection prefetches its accumulator corners
 PREFETCH_AHEAD = 8
