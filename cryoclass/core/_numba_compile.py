@@ -10,12 +10,16 @@ three classes at the 48³ box (pad 2; views in viewing-direction order) took 16 
 ``benchmarks/RESULTS.md``). The log-likelihood gather ran slower with it.
 
 The log-likelihood gather is vectorised by the *loop* vectoriser instead (over disc pixels,
-with gathers). Its cost model picks 4 lanes there (float64 sums cap it at one 256-bit register).
+with gathers where the cost model finds them worth it; float64 sums cap it at one 256-bit
+register).
 On a CPU with AVX-512 (the Intel Xeon of ``benchmarks/RESULTS.md``) 8 lanes — one 512-bit
 register — ran 1.2–1.5× faster (48³, K = 3, 1 000 particles: 10.4–11.4 vs 16.0 ms), so there
 the gathers are compiled with LLVM's ``-force-vector-width=8`` (:func:`gather_lanes`). On an
 AVX2-only CPU (AMD EPYC, Zen 3) 8 lanes are two registers per sum and ran 1.2–1.6× *slower* than
-the cost model's 4, so there it chooses. The width changes results only by float64 rounding
+the cost model's choice, so there it chooses. There it vectorises the pixel loop 4 wide but
+builds the corner vectors from scalar loads: its machine code has no gather instruction, only
+``vmovsd`` loads and ``vinsertps``/``vmovlhps`` beside packed ``vfmadd231ps`` (Numba's
+``library.get_asm_str()``, 2026-12-06). The width changes results only by float64 rounding
 (lanes are pixels: each lane sums its share of a particle's pixels in float64).
 
 Both options are switched on for the kernels wrapped here, only while they compile (under
