@@ -89,8 +89,8 @@ PREFETCH_AHEAD = 8
 @intrinsic
 def _prefetch(typingctx, arr, idx):  # pragma: no cover - jit (typing and codegen at compile)
     """Hint the CPU to bring ``arr[idx]``'s cache line in for writing (LLVM ``prefetch``, high
-    temporal locality). No effect on any value: a hint, never a fault (addresses past the
-    array are not dereferenced)."""
+    temporal locality). No effect on any value: a hint, which never faults and never changes
+    memory; no bounds check (callers pass indices of elements they are about to update)."""
     sig = types.void(arr, idx)
 
     def codegen(context, builder, signature, args):
