@@ -706,6 +706,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     startup_gc = _StartupGC() if command == "classify" else None
     if command in _JOB_COMMANDS:
         skip_scipy_doc_notes()
+        from .core.jit import quick_cache_loads
+
+        quick_cache_loads()
     try:
         parser = build_parser(command)
         args = parser.parse_args(argv)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["EVERY_JOB_KERNELS", "uncompiled_kernels", "COMPILE_NOTE"]
+__all__ = ["EVERY_JOB_KERNELS", "uncompiled_kernels", "COMPILE_NOTE", "quick_cache_loads"]
 
 #: ``module:function`` of the cached kernels that every CPU classification calls (the
 #: preprocessing, consensus, initialisation, O-EM and F-EM passes and their M-steps), so that
@@ -79,3 +79,53 @@ def uncompiled_kernels(kernels: tuple[str, ...] = EVERY_JOB_KERNELS) -> list[str
         if not _has_entry_for_this_cpu(d):
             missing.append(spec)
     return missing
+
+
+def quick_cache_loads() -> bool:
+    """Load cached kernels without Numba's target-context refresh (this process only).
+
+    Before it loads a function from its on-disk cache, Numba refreshes its CPU target context:
+    it imports and registers the implementations of everything it could ever compile
+    (``numba.np.arraymath``, whose BLAS check imports all of ``scipy.linalg``, ``numba.typed``,
+    the random generators, …; about 70 modules). A cached function needs none of them: its
+    machine code is rebuilt from the cache and linked against Numba's runtime (NRT) alone. So
+    here loading from the cache only initialises the NRT; a function that is *compiled* (not
+    in the cache) still gets the full refresh, which Numba's compiler runs itself, as does
+    Numba when an implementation is first looked up. A load that fails this way is retried
+    the usual way. The machine code, and so every result, is the same: only the start-up
+    changes (the first kernel of a fresh CLI process, median of 10: 0.28 -> 0.20 s;
+    ``benchmarks/RESULTS.md``).
+
+    Only the CLI's job commands call this: in a notebook, other libraries' Numba functions
+    share the process. A no-op (False) where Numba's internals differ from those this was
+    written against (``numba.core.caching.Cache.load_overload`` and ``_load_overload``,
+    ``numba.core.runtime.nrt.rtsys.initialize``); Numba then loads as usual. Returns whether
+    the quick path is in place."""
+    try:
+        from numba.core import caching
+        from numba.core.runtime import nrt
+    except ImportError:
+        return False
+    cache_cls = getattr(caching, "Cache", None)
+    rtsys: Any = getattr(nrt, "rtsys", None)
+    needed = ("load_overload", "_load_overload", "_guard_against_spurious_io_errors")
+    if cache_cls is None or not all(hasattr(cache_cls, n) for n in needed):
+        return False
+    if not callable(getattr(rtsys, "initialize", None)):
+        return False
+    usual = cache_cls.load_overload
+    if getattr(usual, "quick", False):
+        return True
+
+    def load_overload(self: Any, sig: Any, target_context: Any) -> Any:
+        rtsys.initialize(target_context)  # cached code calls the NRT (allocation, refcounts)
+        try:
+            with self._guard_against_spurious_io_errors():
+                return self._load_overload(sig, target_context)
+        except Exception:  # noqa: BLE001 - retried with the full refresh, as Numba would
+            return usual(self, sig, target_context)
+
+    load_overload.quick = True  # type: ignore[attr-defined]
+    load_overload.__wrapped_usual__ = usual  # type: ignore[attr-defined]
+    cache_cls.load_overload = load_overload
+    return True
