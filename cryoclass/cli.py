@@ -575,6 +575,38 @@ _JOB_COMMANDS = ("classify", "demo", "simulate", "reconstruct", "regroup", "recl
 _SCIPY_DOC_PARSERS = ("scipy._lib._array_api", "scipy._lib._util")
 
 
+#: NumPy submodules a job never uses that SciPy's array-API layer imports all the same
+_UNUSED_NUMPY_MODULES = ("numpy.f2py", "numpy.testing")
+
+
+def defer_unused_numpy_modules() -> list[str]:
+    """Register NumPy's ``f2py`` and ``testing`` as lazily loaded modules (``importlib.util.
+    LazyLoader``): each runs its code only when one of its attributes is first used. SciPy's
+    array-API layer clones NumPy's namespace when the job's SciPy modules load, and NumPy
+    imports a submodule the first time anything asks for it, so the clone alone imported both
+    (f2py's Fortran parser, and ``unittest`` through ``numpy.testing``: 0.04 s of each fresh
+    CLI process, ``benchmarks/RESULTS.md``). Nothing changes for code that uses them: the
+    first attribute access loads them as usual. Only the CLI's job commands call this. Returns
+    the modules deferred (none that are already imported or cannot be found)."""
+    import importlib.util
+
+    numpy = sys.modules.get("numpy") or importlib.import_module("numpy")
+    deferred = []
+    for name in _UNUSED_NUMPY_MODULES:
+        if name in sys.modules:
+            continue
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.loader is None:
+            continue
+        spec.loader = importlib.util.LazyLoader(spec.loader)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+        setattr(numpy, name.rpartition(".")[2], module)  # what an import does for a submodule
+        deferred.append(name)
+    return deferred
+
+
 def skip_scipy_doc_notes() -> bool:
     """Let SciPy's modules load without re-parsing docstrings in this process. SciPy ≥ 1.16
     decorates its functions at import time (``xp_capabilities``, ``_apply_over_batch``, the
@@ -705,6 +737,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # _StartupGC) until the job's first phase after preprocessing
     startup_gc = _StartupGC() if command == "classify" else None
     if command in _JOB_COMMANDS:
+        defer_unused_numpy_modules()
         skip_scipy_doc_notes()
         from .core.jit import quick_cache_loads
 

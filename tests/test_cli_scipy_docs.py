@@ -101,6 +101,55 @@ def test_doc_stand_in_returns_the_docstring():
 def test_called_for_job_commands_only(monkeypatch, capsys, argv, called):
     seen = []
     monkeypatch.setattr(cli, "skip_scipy_doc_notes", lambda: seen.append(True) or True)
+    monkeypatch.setattr(cli, "defer_unused_numpy_modules", lambda: [])
+    with pytest.raises(SystemExit):
+        cli.main(argv)
+    capsys.readouterr()
+    assert bool(seen) is called
+
+
+_DEFER_PROBE = r"""
+import json, sys
+from cryoclass.cli import defer_unused_numpy_modules
+deferred = defer_unused_numpy_modules()
+import scipy._lib._array_api  # clones NumPy's namespace
+import numpy as np
+lazy = {m: type(sys.modules[m]).__name__ for m in deferred}
+executed_before_use = "unittest" in sys.modules
+np.testing.assert_allclose(np.float32(1.0), 1.0)  # first use: numpy.testing loads
+from numpy.testing import assert_array_equal
+assert_array_equal([1, 2], [1, 2])
+print(json.dumps({
+    "deferred": deferred, "lazy": lazy, "executed_before_use": executed_before_use,
+    "unittest_after_use": "unittest" in sys.modules,
+    "f2py_works": callable(np.f2py.run_main),
+    "again": defer_unused_numpy_modules(),
+}))
+"""
+
+
+def test_unused_numpy_modules_load_only_when_used():
+    out = subprocess.run([sys.executable, "-c", _DEFER_PROBE], capture_output=True, text=True,
+                         check=True)  # fmt: skip
+    got = json.loads(out.stdout)
+    assert got["deferred"] == ["numpy.f2py", "numpy.testing"]
+    # SciPy's clone of NumPy's namespace did not run them (unittest comes with numpy.testing)
+    assert got["lazy"] == {"numpy.f2py": "_LazyModule", "numpy.testing": "_LazyModule"}
+    assert got["executed_before_use"] is False
+    # used, they load and work as usual; a second call defers nothing (already imported)
+    assert got["unittest_after_use"] is True and got["f2py_works"] is True
+    assert got["again"] == []
+
+
+@pytest.mark.parametrize(("argv", "called"), [
+    (["classify", "--help"], True),
+    (["select", "--help"], True),
+    (["info", "--help"], False),
+])  # fmt: skip
+def test_numpy_modules_deferred_for_job_commands_only(monkeypatch, capsys, argv, called):
+    seen = []
+    monkeypatch.setattr(cli, "defer_unused_numpy_modules", lambda: seen.append(True) or [])
+    monkeypatch.setattr(cli, "skip_scipy_doc_notes", lambda: True)
     with pytest.raises(SystemExit):
         cli.main(argv)
     capsys.readouterr()

@@ -124,6 +124,7 @@ def test_called_for_job_commands_only(monkeypatch, capsys, argv, called):
     seen = []
     monkeypatch.setattr(jit, "quick_cache_loads", lambda: seen.append(True) or True)
     monkeypatch.setattr(cli, "skip_scipy_doc_notes", lambda: True)
+    monkeypatch.setattr(cli, "defer_unused_numpy_modules", lambda: [])
     with pytest.raises(SystemExit):
         cli.main(argv)
     capsys.readouterr()
