@@ -75,6 +75,31 @@ def test_em_pass_outputs_follow_the_callers_order(setup, monkeypatch):
     np.testing.assert_allclose(s_full.mass, s_plain.mass, rtol=1e-10)
 
 
+@pytest.mark.parametrize("reorder", [True, False])
+def test_known_log_likelihoods_stand_in_for_the_gather(setup, monkeypatch, reorder):
+    """``ll_known`` (an earlier pass's log-likelihoods of the same particles, in the caller's
+    order) gives the same pass, bit for bit, without calling the log-likelihood kernel."""
+    prob, grid, wsig, alpha = setup
+    if not reorder:
+        monkeypatch.setattr(passes, "_processing_order", lambda prob, idx: None)
+    idx = np.sort(np.random.default_rng(3).choice(prob.n, 170, replace=False))
+    kw = dict(beta=0.3, force_hard=False, chunk_size=64)
+    lp = np.log(np.array([0.2, 0.5, 0.3]))
+    first = passes.em_pass(prob, idx, grid, lp, wsig, alpha, stats=None, **kw)
+    s_ref, s_known = ClassStats.zeros(prob.geom, 3), ClassStats.zeros(prob.geom, 3)
+    ref = passes.em_pass(prob, idx, grid, lp, wsig, alpha, stats=s_ref, **kw)
+
+    def no_gather(*args, **kwargs):
+        raise AssertionError("the log-likelihoods were known")
+
+    monkeypatch.setattr(passes, "loglik", no_gather)
+    got = passes.em_pass(prob, idx, grid, lp, wsig, alpha, stats=s_known, ll_known=first.ll, **kw)
+    for name in ("idx", "r", "ll", "ess", "hard", "log_evidence"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(ref, name))
+    np.testing.assert_array_equal(s_known.acc, s_ref.acc)
+    np.testing.assert_array_equal(s_known.mass, s_ref.mass)
+
+
 def _particle_ordered(prob):
     """The same problem with its rows in particle order (no stored order)."""
     import dataclasses

@@ -225,8 +225,11 @@ class Driver:
             perm = np.random.default_rng([p.seed, 100 + epoch]).permutation(self.prob.n)
             idx = np.sort(perm[b * B : (b + 1) * B])
             eta = learning_rate(t, p.oem_learning_rate_init, t_half)
+            ll_known = None
             if p.auto_tune_class_similarity and st.beta0 is None:
-                st.beta0 = self._tuned_beta(idx)
+                # the batch's log-likelihoods tune β, then serve its E-step below (same volumes)
+                ll_known = self._e_step(idx, force_hard=False).ll
+                st.beta0 = self._tuned_beta(ll_known)
             beta0 = p.class_similarity if st.beta0 is None else st.beta0
             beta = class_similarity_at(
                 t, beta0, p.class_similarity_anneal_start, p.class_similarity_anneal_end
@@ -248,6 +251,7 @@ class Driver:
                 progress=lambda d, n: self.emit(
                     Progress(phase="oem", done=d, total=n, time_s=self.now())
                 ),
+                ll_known=ll_known,
             )
             self._reseed_empty(res, idx, t)
             self._m_step()
@@ -275,10 +279,11 @@ class Driver:
             check=self.check, progress=progress,
         )  # fmt: skip
 
-    def _tuned_beta(self, idx: np.ndarray) -> float:
-        res = self._e_step(idx, force_hard=False)
+    def _tuned_beta(self, ll: np.ndarray) -> float:
+        """The class similarity β₀ that gives the target class ESS for log-likelihoods ``ll``
+        (a batch's, under the current volumes)."""
         return tune_class_similarity(
-            res.ll, self.st.log_prior, self.p.target_class_ess_fraction * self.K
+            ll, self.st.log_prior, self.p.target_class_ess_fraction * self.K
         )
 
     def _reseed_empty(self, res: Any, idx: np.ndarray, t: int) -> bool:

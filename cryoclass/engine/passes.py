@@ -117,10 +117,13 @@ def em_pass(
     check: Callable[[], None] | None = None,
     progress: Callable[[int, int], None] | None = None,
     r_override: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+    ll_known: np.ndarray | None = None,
 ) -> PassResult:
     """E-step on ``idx`` with the class ``grid``; when ``stats`` is given, also accumulate
     ``weight · r`` into it (M-step statistics). ``check()`` is called between chunks (raises to
-    cancel)."""
+    cancel). ``ll_known``: the ``(len(idx), K)`` log-likelihoods of ``idx`` (in its order)
+    under this ``grid``, ``alpha`` and ``wsig``, from an earlier pass: used instead of
+    recomputing them (the same numbers; a distributed problem recomputes them)."""
     ex = _remote(prob)
     if ex is not None:
         if r_override is not None:
@@ -147,7 +150,13 @@ def em_pass(
         ci = row_selector(c, xp)
         A, X, C, half = prob.take(ci)
         al = alpha[ci]
-        ll = loglik(grid, A, X, C, al, wsig, prob.geom)
+        sl: Any = slice(pos, pos + len(c))
+        if order is not None:  # back to the caller's order
+            sl = xp.asarray(order[sl])
+        if ll_known is None:
+            ll = loglik(grid, A, X, C, al, wsig, prob.geom)
+        else:
+            ll = xp.asarray(ll_known[to_numpy(sl) if order is not None else sl])
         r, ess, hard, ev = responsibilities(ll, lp, beta, force_hard)
         if r_override is not None:
             r = xp.asarray(r_override(c, to_numpy(r)))
@@ -156,9 +165,6 @@ def em_pass(
                 A, X, C, al, wsig, r * np.float32(weight), half, prob.geom, stats.acc
             )
             mass = mass + weight * r.astype(np.float64).sum(0)
-        sl: Any = slice(pos, pos + len(c))
-        if order is not None:  # back to the caller's order
-            sl = xp.asarray(order[sl])
         out_r[sl], out_ll[sl], out_ess[sl], out_hard[sl], out_ev[sl] = r, ll, ess, hard, ev
         pos += len(c)
         if progress is not None:
