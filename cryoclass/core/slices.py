@@ -204,6 +204,17 @@ def volumes_to_grid(vols: Any, geom: SliceGeometry, dtype: Any = np.complex64) -
         raise ValueError(f"volume box {Dc} does not match the geometry box {geom.Dc}")
     P, R, off = geom.pad * Dc, geom.R, geom.off
     apod = _gridding_apodisation(Dc, P, xp)
+    grid = xp.zeros(geom.grid_shape + (K,), dtype=dtype)
+    if not _use_xp("auto", xp) and P % 2 == 0 and np.dtype(dtype) == np.complex64:
+        from ._solve_numba import fourier_to_grid_kernel
+
+        box = np.empty((K, Dc, Dc, Dc), np.float32)
+        np.divide(vols, apod, out=box, casting="unsafe")  # in float64, rounded to float32
+        # the transform of the zero-padded volumes (lines of zeros skipped); the kernel
+        # applies the ifftshift as a phase
+        F = _fft.rfftn_centred(box, P)
+        fourier_to_grid_kernel(F.astype(np.complex64, copy=False), R, off, P, grid)
+        return grid
     padded = xp.zeros((K, P, P, P), dtype=np.float32)
     s = P // 2 - Dc // 2
     box = padded[:, s : s + Dc, s : s + Dc, s : s + Dc]
@@ -211,13 +222,6 @@ def volumes_to_grid(vols: Any, geom: SliceGeometry, dtype: Any = np.complex64) -
         np.divide(vols, apod, out=box, casting="unsafe")
     else:
         box[...] = vols / apod
-    grid = xp.zeros(geom.grid_shape + (K,), dtype=dtype)
-    if not _use_xp("auto", xp) and P % 2 == 0 and np.dtype(dtype) == np.complex64:
-        from ._solve_numba import fourier_to_grid_kernel
-
-        F = _fft.rfftn(padded, axes=(1, 2, 3))  # the kernel applies the ifftshift as a phase
-        fourier_to_grid_kernel(F.astype(np.complex64, copy=False), R, off, P, grid)
-        return grid
     F = _fft.rfftn(xp.fft.ifftshift(padded, axes=(1, 2, 3)), axes=(1, 2, 3))
     idx = xp.arange(-R, R) % P  # frequencies -R..R-1 on the P grid
     sub = F[:, idx][:, :, idx][:, :, :, : R + 1]  # (K, 2R, 2R, R+1)
