@@ -93,8 +93,9 @@ def quick_cache_loads() -> bool:
     in the cache) still gets the full refresh, which Numba's compiler runs itself, as does
     Numba when an implementation is first looked up. A load that fails this way is retried
     the usual way. The machine code, and so every result, is the same: only the start-up
-    changes (the first kernel of a fresh CLI process, median of 10: 0.28 -> 0.20 s;
-    ``benchmarks/RESULTS.md``).
+    changes (a fresh process's preprocessing, where the first kernel loads, median of 10:
+    0.28 -> 0.20 s; the classify CLI at N = 5 000 median 2.99 -> 2.88 s over 10 interleaved
+    pairs; ``benchmarks/RESULTS.md``).
 
     Only the CLI's job commands call this: in a notebook, other libraries' Numba functions
     share the process. A no-op (False) where Numba's internals differ from those this was
