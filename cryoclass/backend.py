@@ -167,7 +167,7 @@ def rfftn_centred(box: Any, P: int) -> Any:
     middle one on everything (≈ 60 % of the full transform's work, and no P³ real array). The
     same lines go through the same transforms, in the order SciPy's ``rfftn`` takes the axes
     (last, then the others in order), so the result is the same (bit for bit with SciPy
-    1.16-1.17; ``tests/test_engine_solve.py``)."""
+    1.17; ``tests/test_engine_solve.py``)."""
     D = box.shape[-1]
     s = P // 2 - D // 2
     lead = box.shape[:-3]
