@@ -171,9 +171,8 @@ def rfftn_centred(box: Any, P: int) -> Any:
     D = box.shape[-1]
     s = P // 2 - D // 2
     lead = box.shape[:-3]
-    xp = get_array_module(box)
     if _is_cupy(box):  # pragma: no cover - GPU only
-        full = xp.zeros((*lead, P, P, P), dtype=box.dtype)
+        full = _cupy.zeros((*lead, P, P, P), dtype=box.dtype)
         full[..., s : s + D, s : s + D, s : s + D] = box
         return rfftn(full, axes=(-3, -2, -1))
     import scipy.fft

@@ -94,18 +94,26 @@ def test_doc_stand_in_returns_the_docstring():
 @pytest.mark.parametrize(("argv", "called"), [
     (["classify", "--help"], True),
     (["demo", "--help"], True),
+    (["simulate", "--help"], True),
     (["reconstruct", "--help"], True),
+    (["select", "--help"], True),
     (["info", "--help"], False),
     (["report", "--help"], False),
+    (["compile", "--help"], False),
 ])  # fmt: skip
-def test_called_for_job_commands_only(monkeypatch, capsys, argv, called):
-    seen = []
-    monkeypatch.setattr(cli, "skip_scipy_doc_notes", lambda: seen.append(True) or True)
-    monkeypatch.setattr(cli, "defer_unused_numpy_modules", lambda: [])
+def test_start_up_steps_for_job_commands_only(monkeypatch, capsys, argv, called):
+    """The job commands, and only they, skip SciPy's doc parsing, defer NumPy's unused modules
+    and load cached kernels without Numba's refresh (``core.jit.quick_cache_loads``)."""
+    from cryoclass.core import jit
+
+    seen = set()
+    monkeypatch.setattr(cli, "skip_scipy_doc_notes", lambda: seen.add("scipy") or True)
+    monkeypatch.setattr(cli, "defer_unused_numpy_modules", lambda: seen.add("numpy") or [])
+    monkeypatch.setattr(jit, "quick_cache_loads", lambda: seen.add("numba") or True)
     with pytest.raises(SystemExit):
         cli.main(argv)
     capsys.readouterr()
-    assert bool(seen) is called
+    assert seen == ({"scipy", "numpy", "numba"} if called else set())
 
 
 _DEFER_PROBE = r"""
@@ -139,18 +147,3 @@ def test_unused_numpy_modules_load_only_when_used():
     # used, they load and work as usual; a second call defers nothing (already imported)
     assert got["unittest_after_use"] is True and got["f2py_works"] is True
     assert got["again"] == []
-
-
-@pytest.mark.parametrize(("argv", "called"), [
-    (["classify", "--help"], True),
-    (["select", "--help"], True),
-    (["info", "--help"], False),
-])  # fmt: skip
-def test_numpy_modules_deferred_for_job_commands_only(monkeypatch, capsys, argv, called):
-    seen = []
-    monkeypatch.setattr(cli, "defer_unused_numpy_modules", lambda: seen.append(True) or [])
-    monkeypatch.setattr(cli, "skip_scipy_doc_notes", lambda: True)
-    with pytest.raises(SystemExit):
-        cli.main(argv)
-    capsys.readouterr()
-    assert bool(seen) is called

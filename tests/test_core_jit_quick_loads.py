@@ -12,7 +12,6 @@ import textwrap
 
 import pytest
 
-from cryoclass import cli
 from cryoclass.core import jit
 
 #: a cached parallel function that allocates (so its code calls Numba's runtime, NRT)
@@ -112,20 +111,3 @@ def test_no_op_without_the_internals(monkeypatch):
 
     monkeypatch.delattr(caching.Cache, "_load_overload")
     assert jit.quick_cache_loads() is False
-
-
-@pytest.mark.parametrize(("argv", "called"), [
-    (["classify", "--help"], True),
-    (["simulate", "--help"], True),
-    (["info", "--help"], False),
-    (["compile", "--help"], False),
-])  # fmt: skip
-def test_called_for_job_commands_only(monkeypatch, capsys, argv, called):
-    seen = []
-    monkeypatch.setattr(jit, "quick_cache_loads", lambda: seen.append(True) or True)
-    monkeypatch.setattr(cli, "skip_scipy_doc_notes", lambda: True)
-    monkeypatch.setattr(cli, "defer_unused_numpy_modules", lambda: [])
-    with pytest.raises(SystemExit):
-        cli.main(argv)
-    capsys.readouterr()
-    assert bool(seen) is called

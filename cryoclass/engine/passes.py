@@ -150,13 +150,13 @@ def em_pass(
         ci = row_selector(c, xp)
         A, X, C, half = prob.take(ci)
         al = alpha[ci]
-        sl: Any = slice(pos, pos + len(c))
-        if order is not None:  # back to the caller's order
-            sl = xp.asarray(order[sl])
+        # this chunk's positions in the caller's order
+        rows: Any = slice(pos, pos + len(c)) if order is None else order[pos : pos + len(c)]
+        sl: Any = rows if order is None else xp.asarray(rows)
         if ll_known is None:
             ll = loglik(grid, A, X, C, al, wsig, prob.geom)
         else:
-            ll = xp.asarray(ll_known[to_numpy(sl) if order is not None else sl])
+            ll = xp.asarray(ll_known[rows])
         r, ess, hard, ev = responsibilities(ll, lp, beta, force_hard)
         if r_override is not None:
             r = xp.asarray(r_override(c, to_numpy(r)))
